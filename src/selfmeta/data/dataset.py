@@ -1,0 +1,97 @@
+"""The in-memory dataset every data source produces, and the fixed train/test split.
+
+Items live in one tensor so that batches are slices, not Python loops: images as ``(N, C, H, W)``
+``uint8`` (or float in [0, 1]), tables as ``(N, D)`` ``float32``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from selfmeta.errors import SelfmetaError
+
+Modality = Literal["image", "table"]
+SPLITS = ("train", "test", "all")
+
+# Sources without their own test split get this fixed, stratified one. Never tuned, never reshuffled.
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class Dataset:
+    x: torch.Tensor                      # (N, C, H, W) uint8/float images, or (N, D) float32 rows
+    y: torch.Tensor | None = None        # (N,) int64 class indices into `classes`
+    classes: list[str] = field(default_factory=list)
+    modality: Modality = "image"
+    name: str = "data"
+
+    def __post_init__(self) -> None:
+        if self.x.ndim == 0 or len(self.x) == 0:
+            raise SelfmetaError(f"{self.name}: the data is empty")
+        expected = 4 if self.modality == "image" else 2
+        if self.x.ndim != expected:
+            raise SelfmetaError(
+                f"{self.name}: {self.modality} data must have {expected} dimensions, got shape {tuple(self.x.shape)}"
+            )
+        if self.x.is_floating_point() and not bool(torch.isfinite(self.x).all()):
+            raise SelfmetaError(f"{self.name}: the data holds NaN or infinite values")
+        if self.y is not None:
+            if self.y.shape != (len(self.x),):
+                raise SelfmetaError(f"{self.name}: {len(self.x)} items but labels of shape {tuple(self.y.shape)}")
+            if len(self.y) and (int(self.y.min()) < 0 or (self.classes and int(self.y.max()) >= len(self.classes))):
+                raise SelfmetaError(f"{self.name}: labels must be class indices in [0, {len(self.classes)})")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (D,) for tables."""
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> "Dataset":
+        index = torch.as_tensor(index, dtype=torch.long)
+        y = None if self.y is None else self.y[index]
+        return Dataset(self.x[index], y, self.classes, self.modality, self.name)
+
+    def require_labels(self) -> torch.Tensor:
+        if self.y is None:
+            raise SelfmetaError(f"{self.name}: this needs labels, and the data has none")
+        return self.y
+
+
+def fixed_split(dataset: Dataset, split: str) -> Dataset:
+    """The documented split for sources that have none: stratified, 20% test, seed 0."""
+    if split == "all":
+        return dataset
+    n = len(dataset)
+    rng = np.random.default_rng(SPLIT_SEED)
+    is_test = np.zeros(n, dtype=bool)
+    if dataset.y is None:
+        groups = [np.arange(n)]
+    else:
+        labels = dataset.y.numpy()
+        groups = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for members in groups:
+        members = rng.permutation(members)
+        is_test[members[: int(round(len(members) * TEST_FRACTION))]] = True
+    index = np.flatnonzero(is_test if split == "test" else ~is_test)
+    if len(index) == 0:
+        raise SelfmetaError(f"{dataset.name}: the {split} split is empty ({n} items in all)")
+    return dataset.subset(index)
+
+
+def labels_from_names(names: list[str], classes: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Class names per item -> (int64 labels, class names); ``classes`` defaults to the sorted names."""
+    classes = classes if classes is not None else sorted(set(names))
+    lookup = {c: i for i, c in enumerate(classes)}
+    return torch.tensor([lookup[s] for s in names], dtype=torch.long), classes
