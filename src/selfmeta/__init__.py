@@ -1,0 +1,8 @@
+"""selfmeta: learn features from unlabeled data with self-supervised learning and meta-learning."""
+
+__version__ = "0.1.0"
+
+from selfmeta.api import SelfSupervised  # noqa: E402
+from selfmeta.data import load_data  # noqa: E402
+
+__all__ = ["SelfSupervised", "__version__", "load_data"]

@@ -1,0 +1,216 @@
+"""The ``selfmeta`` command line. Every user error is one line on stderr and exit status 2.
+
+    selfmeta quickstart [--out DIR]
+    selfmeta pretrain --data PATH --method simclr --encoder conv4 --out RUN_DIR [--epochs N | --time-budget S]
+                      [--config FILE] [key=value ...] [--resume]
+    selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
+    selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
+    selfmeta download mnist|cifar10 [--root DIR]
+    selfmeta list
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfmeta.errors import SelfmetaError
+
+
+def _data_args(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("--data", required=True, help="a path (folder, .zip, .csv, .parquet...) or 'digits'")
+    p.add_argument("--format", default=None, help="override format detection (see `selfmeta list`)")
+    p.add_argument("--split", default=split, choices=("train", "test", "all"), help=f"default: {split}")
+    p.add_argument("--label-column", default=None, help="tables: the label column (default: label/target/class)")
+
+
+def _load(args: argparse.Namespace, split: str | None = None):
+    from selfmeta.data import load_data
+
+    options = {"label_column": args.label_column} if args.label_column else {}
+    return load_data(args.data, split or args.split, args.format, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="selfmeta", description="Learn features from unlabeled data.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("quickstart", help="train on the bundled digits and compare with raw pixels")
+    p.add_argument("--out", default=None, help="run directory (default: runs/quickstart-<time>)")
+    p.add_argument("--epochs", type=int, default=None, help="override the quickstart's training length")
+
+    p = sub.add_parser("pretrain", help="self-supervised pretraining", epilog="key=value examples: lr=1e-3 "
+                       "batch_size=128 method.temperature=0.5 views.hflip=0 encoder.width=32 precision=bf16")
+    _data_args(p, "train")
+    p.add_argument("--method", default=None, help="default: simclr")
+    p.add_argument("--encoder", default=None, help="default: conv4 for images, mlp for tables")
+    p.add_argument("--out", required=True, help="run directory to create (or to resume)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None)
+    length.add_argument("--time-budget", type=float, default=None, help="seconds of training; stops cleanly and saves")
+    p.add_argument("--config", default=None, help="JSON (or TOML) file of options")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. lr=1e-3 method.temperature=0.5")
+
+    p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
+    p.add_argument("run_dir")
+    _data_args(p, "test")
+    p.add_argument("--protocol", required=True, help="linear | knn | cluster")
+    p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
+    p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
+
+    p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
+    p.add_argument("run_dir")
+    _data_args(p, "all")
+    p.add_argument("--out", required=True, help="FILE.npy or FILE.parquet")
+
+    p = sub.add_parser("download", help="download a data set from its official address (checksummed)")
+    p.add_argument("name", help="mnist | cifar10")
+    p.add_argument("--root", default=None, help="cache folder (default: $SELFMETA_CACHE or ~/.cache/selfmeta)")
+
+    sub.add_parser("list", help="data formats, encoders, methods, protocols")
+    return parser
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from selfmeta.engine.config import TrainConfig, apply_overrides, read_config_file
+    from selfmeta.engine.trainer import CONFIG, train
+
+    out = Path(args.out)
+    if args.resume and (out / CONFIG).is_file():
+        values = json.loads((out / CONFIG).read_text())["config"]
+    else:
+        values = read_config_file(args.config) if args.config else {}
+    for key in ("method", "encoder"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    # --epochs or --time-budget on the command line sets the run's length alone; a config file may set both.
+    if args.epochs is not None:
+        values.update(epochs=args.epochs, time_budget=None)
+    if args.time_budget is not None:
+        values.update(epochs=None, time_budget=args.time_budget)
+    values = apply_overrides(values, args.overrides)
+    data = _load(args)
+    values.setdefault("encoder", "conv4" if data.modality == "image" else "mlp")
+    cfg = TrainConfig.from_dict(values)
+    info = {"path": str(args.data), "format": args.format, "split": args.split, "items": len(data)}
+    result = train(cfg, data, out, resume=args.resume, progress=not args.no_progress, data_info=info)
+    print(json.dumps({"run_dir": str(out), "steps": result.steps, "epochs": round(result.epochs_done, 3),
+                      "seconds": round(result.elapsed, 1), "stopped_by": result.stopped_by,
+                      "final_loss": result.history[-1]["loss"] if result.history else None}))
+
+
+def _features(run_dir: str, data) -> np.ndarray:
+    from selfmeta.engine.model import check_compatible, embed, load_backbone
+
+    backbone, description = load_backbone(run_dir)
+    check_compatible(description, data)
+    return embed(backbone, data.x).numpy()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from selfmeta.engine.checkpoint import atomic_write
+    from selfmeta.evaluation import PROTOCOLS, run_protocol
+
+    if args.protocol not in PROTOCOLS:
+        raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    test = _load(args)
+    test_y = test.require_labels().numpy()
+    train_x = train_y = None
+    if args.protocol != "cluster":
+        train = _load(args, "train")
+        train_y = train.require_labels().numpy()
+        train_x = _features(args.run_dir, train)
+    result = run_protocol(args.protocol, train_x, train_y, _features(args.run_dir, test), test_y,
+                          args.labels_per_class, args.seeds)
+    result = {**result, "split": args.split, "data": str(args.data)}
+    text = json.dumps(result)
+    run_dir = Path(args.run_dir)
+    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(text + "\n"))
+    with open(run_dir / "evaluations.jsonl", "a") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from selfmeta.engine.checkpoint import atomic_write
+
+    out = Path(args.out)
+    if out.suffix not in (".npy", ".parquet"):
+        raise SelfmetaError(f"--out must end in .npy or .parquet, got {out.name}")
+    data = _load(args)
+    features = _features(args.run_dir, data)
+    if out.suffix == ".npy":
+        atomic_write(out, lambda tmp: np.save(open(tmp, "wb"), features))
+    else:
+        import pandas as pd
+
+        frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(features.shape[1])])
+        if data.y is not None:
+            frame["label"] = [data.classes[i] for i in data.y.tolist()]
+        atomic_write(out, lambda tmp: frame.to_parquet(tmp))
+    print(json.dumps({"out": str(out), "items": int(features.shape[0]), "features": int(features.shape[1])}))
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    from selfmeta.data.download import DOWNLOADERS
+
+    if args.name not in DOWNLOADERS:
+        raise SelfmetaError(f"unknown data set {args.name!r}; valid: {', '.join(DOWNLOADERS)}")
+    print(DOWNLOADERS[args.name](Path(args.root) if args.root else None))
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from selfmeta.data import SOURCES
+    from selfmeta.encoders import ENCODERS
+    from selfmeta.evaluation import PROTOCOLS
+    from selfmeta.methods import METHODS, method_options
+
+    print("data formats:")
+    for name in SOURCES:
+        print(f"  {name:12s} {SOURCES.get(name).description}")
+    print("encoders:")
+    for name in ENCODERS:
+        print(f"  {name:12s} {ENCODERS.get(name).description}")
+    print("methods:")
+    for name in METHODS:
+        cls = METHODS.get(name)
+        opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
+        print(f"  {name:12s} {cls.description}\n  {'':12s} options: {opts}\n  {'':12s} paper: {cls.paper}")
+    print("evaluation protocols:\n  " + ", ".join(PROTOCOLS))
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from selfmeta.quickstart import run_quickstart
+
+    run_quickstart(Path(args.out) if args.out else None, epochs=args.epochs)
+
+
+COMMANDS = {"pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "embed": cmd_embed, "download": cmd_download,
+            "list": cmd_list, "quickstart": cmd_quickstart}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        COMMANDS[args.command](args)
+    except SelfmetaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

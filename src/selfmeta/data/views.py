@@ -1,0 +1,169 @@
+"""Views: batched random augmentations that run on the model's device, one call per view.
+
+Images (float in [0, 1], ``(B, C, H, W)``): random resized crop and horizontal flip fused into a single
+affine resampling (one ``grid_sample`` for the whole batch), colour jitter, random grayscale and Gaussian
+blur from kornia, each applied to a random subset of the batch. Tables (raw ``(B, D)`` rows): swap noise,
+feature masking and Gaussian noise, scaled by each feature's spread.
+
+Every random draw is a batched tensor op; there is no Python loop over samples. Views read the global
+torch RNG, which the engine seeds and checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+import kornia
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfmeta.errors import SelfmetaError
+from selfmeta.registry import Registry
+
+VIEWS: Registry[type["Views"]] = Registry("view family")
+
+
+class Views(nn.Module):
+    """Contract: ``forward(x)`` returns one random view of the batch, same shape and dtype."""
+
+    options: type  # the dataclass of tunable options, for validation and --help
+
+
+def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(n, device=like.device, dtype=like.dtype).uniform_(low, high)
+
+
+def _chance(n: int, p: float, like: torch.Tensor) -> torch.Tensor:
+    """(n, 1, 1, 1) boolean mask, True with probability p."""
+    return (torch.rand(n, device=like.device) < p).view(n, 1, 1, 1)
+
+
+def crop_flip_grid(
+    n: int, size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float], flip: float,
+    like: torch.Tensor,
+) -> torch.Tensor:
+    """Sampling grid (n, H, W, 2) of a random resized crop with random horizontal flip.
+
+    The crop covers a fraction ``area ~ U(scale)`` of the image with aspect ``exp(U(log ratio))``, as in
+    torchvision's RandomResizedCrop, but clamped instead of re-drawn so it stays one batched op.
+    """
+    area = _uniform(n, *scale, like)
+    log_ratio = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), like)
+    aspect = torch.exp(log_ratio)
+    w = torch.sqrt(area * aspect).clamp(max=1.0)          # crop width as a fraction of the image width
+    h = torch.sqrt(area / aspect).clamp(max=1.0)
+    cx = (2 * torch.rand_like(w) - 1) * (1 - w)          # crop centre in [-1, 1] coordinates
+    cy = (2 * torch.rand_like(h) - 1) * (1 - h)
+    sign = torch.where(torch.rand_like(w) < flip, -1.0, 1.0)
+    theta = torch.zeros(n, 2, 3, device=like.device, dtype=like.dtype)
+    theta[:, 0, 0] = w * sign
+    theta[:, 0, 2] = cx
+    theta[:, 1, 1] = h
+    theta[:, 1, 2] = cy
+    return F.affine_grid(theta, [n, 1, *size], align_corners=False)
+
+
+@dataclass
+class ImageViewOptions:
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: float = 0.5            # set 0 for digits and text, where mirroring changes the meaning
+    jitter: float = 0.8           # probability of colour jitter
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4       # colour images only
+    hue: float = 0.1              # colour images only
+    grayscale: float = 0.2        # colour images only
+    blur: float | None = None     # None: 0.5 for images of 64 px and more, else 0 (SimCLR's CIFAR recipe)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+
+@VIEWS.register("image")
+class ImageViews(Views):
+    """SimCLR's image augmentations (Chen et al. 2020, appendix A), batched."""
+
+    options = ImageViewOptions
+
+    def __init__(self, input_shape: tuple[int, ...], **options: Any) -> None:
+        super().__init__()
+        self.o = parse_options(ImageViewOptions, options, "image view")
+        self.channels, self.height, self.width = input_shape
+        self.blur = self.o.blur if self.o.blur is not None else (0.5 if min(self.height, self.width) >= 64 else 0.0)
+        # Kernel about a tenth of the image side, odd, at least 3 (SimCLR uses 10% of 224).
+        k = max(3, int(0.1 * min(self.height, self.width)) // 2 * 2 + 1)
+        self.kernel = (k, k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        o = self.o
+        grid = crop_flip_grid(n, (self.height, self.width), o.crop_scale, o.crop_ratio, o.hflip, x)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        if o.jitter > 0:
+            x = torch.where(_chance(n, o.jitter, x), self._jitter(x), x)
+        if self.channels == 3 and o.grayscale > 0:
+            grey = kornia.color.rgb_to_grayscale(x).expand_as(x)
+            x = torch.where(_chance(n, o.grayscale, x), grey, x)
+        if self.blur > 0:
+            sigma = _uniform(n, *o.blur_sigma, x).unsqueeze(1).expand(n, 2)
+            x = torch.where(_chance(n, self.blur, x), kornia.filters.gaussian_blur2d(x, self.kernel, sigma), x)
+        return x
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Brightness, contrast, saturation, hue in that order (torchvision shuffles the order)."""
+        n, o = x.shape[0], self.o
+        view = (n, 1, 1, 1)
+        if o.brightness > 0:
+            x = (x * _uniform(n, 1 - o.brightness, 1 + o.brightness, x).view(view)).clamp(0, 1)
+        if o.contrast > 0:
+            grey = x.mean(dim=1, keepdim=True) if self.channels == 1 else kornia.color.rgb_to_grayscale(x)
+            mean = grey.mean(dim=(1, 2, 3), keepdim=True)
+            c = _uniform(n, 1 - o.contrast, 1 + o.contrast, x).view(view)
+            x = (c * x + (1 - c) * mean).clamp(0, 1)
+        if self.channels == 3 and o.saturation > 0:
+            x = kornia.enhance.adjust_saturation(x, _uniform(n, 1 - o.saturation, 1 + o.saturation, x))
+        if self.channels == 3 and o.hue > 0:
+            x = kornia.enhance.adjust_hue(x, _uniform(n, -o.hue, o.hue, x) * 2 * math.pi)
+        return x
+
+
+@dataclass
+class TableViewOptions:
+    swap: float = 0.15     # probability a value is replaced by the same feature of another row (swap noise)
+    mask: float = 0.2      # probability a value is replaced by the feature's mean
+    noise: float = 0.1     # Gaussian noise, in units of each feature's standard deviation
+
+
+@VIEWS.register("table")
+class TableViews(Views):
+    """Corruptions for rows of numeric features (swap noise as in Jahrer's DAE; masking as in VIME, Yoon et al. 2020)."""
+
+    options = TableViewOptions
+
+    def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, **options: Any) -> None:
+        super().__init__()
+        self.o = parse_options(TableViewOptions, options, "table view")
+        self.register_buffer("mean", mean.reshape(1, -1).float())
+        self.register_buffer("std", std.reshape(1, -1).float())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, d = x.shape
+        if self.o.swap > 0:
+            donor = torch.randint(n, (n, d), device=x.device)
+            x = torch.where(torch.rand(n, d, device=x.device) < self.o.swap, x.gather(0, donor), x)
+        if self.o.mask > 0:
+            x = torch.where(torch.rand(n, d, device=x.device) < self.o.mask, self.mean, x)
+        if self.o.noise > 0:
+            x = x + self.o.noise * self.std * torch.randn_like(x)
+        return x
+
+
+def parse_options(cls: type, options: dict[str, Any], what: str) -> Any:
+    """Build an options dataclass, rejecting unknown names with the list of valid ones."""
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise SelfmetaError(f"unknown {what} option {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})

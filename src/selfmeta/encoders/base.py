@@ -1,0 +1,98 @@
+"""The encoder contract, its registry, and the Backbone that pairs input normalization with an encoder.
+
+Every encoder (timm's habit):
+- is built as ``Encoder(input_shape)`` with ``input_shape`` = ``(C, H, W)`` or ``(D,)`` from the data;
+- has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``;
+- has a replaceable ``head`` (``Identity`` until ``reset_head(n)``), so ``forward = head(forward_features)``.
+Methods never reach inside an encoder: they put their projection heads on top of ``forward_features``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from selfmeta.errors import SelfmetaError
+from selfmeta.registry import Registry
+
+
+class Encoder(nn.Module):
+    modalities: ClassVar[tuple[str, ...]] = ("image", "table")
+    description: ClassVar[str] = ""
+    num_features: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head: nn.Module = nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_head(self, num_outputs: int) -> None:
+        """Replace the head by a fresh linear layer; 0 removes it."""
+        self.head = nn.Linear(self.num_features, num_outputs) if num_outputs > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+ENCODERS: Registry[type[Encoder]] = Registry("encoder")
+
+
+def build_encoder(name: str, input_shape: tuple[int, ...], **options: Any) -> Encoder:
+    import selfmeta.encoders.models  # noqa: F401  (registers the built-in encoders)
+
+    cls = ENCODERS.get(name)
+    modality = "image" if len(input_shape) == 3 else "table"
+    if modality not in cls.modalities:
+        valid = [n for n in ENCODERS.names() if modality in ENCODERS.get(n).modalities]
+        raise SelfmetaError(f"encoder {name!r} does not take {modality} data; use one of: {', '.join(valid)}")
+    try:
+        return cls(tuple(input_shape), **options)
+    except TypeError as exc:
+        raise SelfmetaError(f"bad option for encoder {name!r}: {exc}") from None
+
+
+class Normalize(nn.Module):
+    """Per-channel (images) or per-feature (tables) standardization with statistics of the training data.
+
+    Kept as buffers so that a saved model embeds new data exactly as it saw the training data.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float().clamp_min(1e-6))
+
+    @classmethod
+    def fit(cls, x: torch.Tensor, modality: str, max_items: int = 20_000) -> "Normalize":
+        sample = to_unit(x[:max_items])
+        dims = (0, 2, 3) if modality == "image" else (0,)
+        shape = (1, -1, 1, 1) if modality == "image" else (1, -1)
+        return cls(sample.mean(dims).view(shape), sample.std(dims).view(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def to_unit(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float in [0, 1]; float data unchanged (as float32)."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+
+
+class Backbone(nn.Module):
+    """normalize -> encoder. Takes ``to_unit`` inputs (images in [0, 1], raw table rows)."""
+
+    def __init__(self, normalize: Normalize, encoder: Encoder) -> None:
+        super().__init__()
+        self.normalize = normalize
+        self.encoder = encoder
+
+    @property
+    def num_features(self) -> int:
+        return self.encoder.num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder.forward_features(self.normalize(x))

@@ -1,0 +1,311 @@
+"""The training loop: plain PyTorch, one process or several under torchrun.
+
+Per step: slice a batch of raw items, move it to the device, call the method (which makes its views
+there), back-propagate, step the optimizer with the scheduled learning rate. Stops after ``epochs`` or
+``time_budget`` seconds, whichever comes first, and saves. Checkpoints are written atomically after
+every epoch and at the end; ``resume=True`` continues from the last one, mid-epoch included.
+
+Run directory::
+
+    config.json          resolved configuration, data description, the command to reproduce the run
+    checkpoint.pt        latest resumable state (weights_only-loadable)
+    encoder.safetensors  backbone weights + description, for embed/evaluate/the API
+    metrics.jsonl        one JSON record per logged step
+    tensorboard/         the same metrics for TensorBoard
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from selfmeta import __version__, distributed
+from selfmeta.data.dataset import Dataset
+from selfmeta.encoders import to_unit
+from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, atomic_write, load_checkpoint, save_checkpoint, save_weights
+from selfmeta.engine.config import TrainConfig
+from selfmeta.engine.model import build_method, describe
+from selfmeta.engine.optim import build_optimizer, lr_factor
+from selfmeta.errors import SelfmetaError
+from selfmeta.methods import Method
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+
+
+@dataclass
+class TrainResult:
+    method: Method
+    steps: int
+    epochs_done: float
+    elapsed: float                         # seconds of training (resumed runs included)
+    stopped_by: str                        # "epochs" | "time_budget"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SelfmetaError("device 'cuda' requested but no CUDA GPU is available")
+    if name == "cuda" and distributed.is_distributed():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state(device: torch.device) -> torch.Tensor:
+    """The CPU generator's state, followed by the GPU's when training on one (views draw there)."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return torch.cat(states)
+
+
+def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
+    cpu_size = torch.get_rng_state().numel()
+    torch.set_rng_state(state[:cpu_size].clone())
+    if device.type == "cuda" and state.numel() > cpu_size:
+        torch.cuda.set_rng_state(state[cpu_size:].clone(), device)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of the data for one epoch: a pure function of (seed, epoch), so resuming mid-epoch
+    replays exactly the same batches."""
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class _Metrics:
+    """JSONL and TensorBoard records, on the main process only."""
+
+    def __init__(self, run_dir: Path | None, resume_step: int) -> None:
+        self.history: list[dict[str, Any]] = []
+        self.path = run_dir / METRICS if run_dir else None
+        self.tb = None
+        if run_dir is None:
+            return
+        if resume_step >= 0 and self.path.is_file():
+            # Keep the records up to the checkpoint: the steps after it are trained again.
+            kept = [r for r in map(json.loads, self.path.read_text().splitlines()) if r["step"] <= resume_step]
+            atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
+            self.history = kept
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=max(resume_step, 0) + 1)
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.history.append(record)
+        if self.path is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                self.tb.add_scalar(f"train/{key}", value, record["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> None:
+    if resume:
+        if not (run_dir / CHECKPOINT).is_file():
+            raise SelfmetaError(f"--resume: {run_dir} holds no {CHECKPOINT} to resume from")
+    elif run_dir.exists() and any(run_dir.iterdir()):
+        raise SelfmetaError(f"{run_dir} already exists and is not empty; choose another --out or pass --resume")
+
+
+def train(
+    cfg: TrainConfig,
+    data: Dataset,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    data_info: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use)."""
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None:
+        prepare_run_dir(run_dir, resume)
+    device = resolve_device(cfg.device)
+    distributed.init_from_env(device)
+    device = resolve_device(cfg.device)  # picks the local GPU once the group exists
+    rank, world = distributed.rank(), distributed.world_size()
+    main = distributed.is_main()
+
+    n = len(data)
+    global_batch = cfg.batch_size * world
+    if global_batch > n:
+        raise SelfmetaError(
+            f"batch size {cfg.batch_size} x {world} process(es) = {global_batch} is larger than the data ({n} items)"
+        )
+    steps_per_epoch = n // global_batch
+    total_steps = cfg.epochs * steps_per_epoch if cfg.epochs is not None else None
+
+    seed_everything(cfg.seed)
+    method = build_method(cfg, data).to(device)
+    if cfg.channels_last and data.modality == "image":
+        method = method.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(cfg.optimizer, method, cfg.base_lr, cfg.decay)
+
+    step, elapsed_before = 0, 0.0
+    if resume and run_dir is not None:
+        state = load_checkpoint(run_dir / CHECKPOINT)
+        method.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        set_rng_state(state["rng"][rank % len(state["rng"])], device)
+        if state.get("finished"):
+            log.info("%s already finished at step %d", run_dir, step)
+    else:
+        torch.manual_seed(cfg.seed + rank)  # different augmentations on every rank
+
+    model: torch.nn.Module = method
+    if world > 1:
+        model = DistributedDataParallel(method, device_ids=[device.index] if device.type == "cuda" else None)
+
+    description = describe(cfg, data)
+    if run_dir is not None and main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            "config": cfg.to_dict(),
+            "data": data_info or {"name": data.name},
+            "input_shape": list(data.input_shape),
+            "modality": data.modality,
+            "world_size": world,
+            "selfmeta_version": __version__,
+            "torch_version": torch.__version__,
+            "command": " ".join(sys.argv),
+        }
+        atomic_write(run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    metrics = _Metrics(run_dir if main else None, step if resume else -1)
+    last_saved = step
+
+    def checkpoint(finished: bool, elapsed: float) -> None:
+        nonlocal last_saved
+        rng = distributed.all_gather_tensor(rng_state(device), device)  # one state per rank
+        if run_dir is None or not main:
+            return
+        save_checkpoint(
+            run_dir / CHECKPOINT,
+            {"model": method.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "elapsed": elapsed,
+             "rng": rng, "finished": finished},
+        )
+        save_weights(run_dir / WEIGHTS, method.backbone.state_dict(), description)
+        last_saved = step
+
+    autocast = (
+        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+    )
+    bar = None
+    if progress and main:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, initial=step, unit="step", dynamic_ncols=True, disable=None)
+
+    start = time.perf_counter()
+    elapsed = elapsed_before
+    stopped_by = "epochs"
+    window_start, window_steps = time.perf_counter(), 0
+    method.train()
+    try:
+        while True:
+            if total_steps is not None and step >= total_steps:
+                stopped_by = "epochs"
+                break
+            elapsed = elapsed_before + time.perf_counter() - start
+            out_of_time = cfg.time_budget is not None and elapsed >= cfg.time_budget
+            if distributed.any_rank(out_of_time, device):
+                stopped_by = "time_budget"
+                break
+            epoch, within = divmod(step, steps_per_epoch)
+            order = epoch_order(n, cfg.seed, epoch)
+            begin = within * global_batch + rank * cfg.batch_size
+            x = to_unit(data.x[order[begin : begin + cfg.batch_size]].to(device, non_blocking=True))
+            if cfg.channels_last and x.ndim == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+
+            progress_frac = max(
+                step / total_steps if total_steps else 0.0,
+                elapsed / cfg.time_budget if cfg.time_budget else 0.0,
+            )
+            lr = cfg.base_lr * lr_factor(progress_frac, cfg.warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+            with autocast:
+                out = model(x)
+            loss = out.loss
+            if not torch.isfinite(loss.detach()):
+                where = f" in {run_dir}" if run_dir is not None else ""
+                raise SelfmetaError(
+                    f"the loss became {float(loss)} at step {step}; training stopped, the last good checkpoint "
+                    f"(step {last_saved}) is kept{where}. Try a lower lr or fp32"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if step % cfg.log_every == 0 or step == total_steps:
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "epoch": round(step / steps_per_epoch, 4),
+                    "loss": float(loss.detach()),
+                    "lr": lr,
+                    "elapsed": round(elapsed_before + now - start, 3),
+                    "samples_per_s": round(window_steps * global_batch / (now - window_start), 1),
+                    **out.logs,
+                }
+                window_start, window_steps = now, 0
+                if main:
+                    metrics.write(record)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if step % steps_per_epoch == 0:
+                checkpoint(False, elapsed_before + time.perf_counter() - start)
+        elapsed = elapsed_before + time.perf_counter() - start
+        checkpoint(True, elapsed)
+        if world > 1:
+            checksums = distributed.all_gather_floats(_param_checksum(method), device)
+            if main and run_dir is not None:
+                atomic_write(run_dir / "ranks.json", lambda tmp: tmp.write_text(json.dumps({"param_checksums": checksums})))
+    finally:
+        if bar is not None:
+            bar.close()
+        metrics.close()
+    method.eval()
+    return TrainResult(method, step, step / steps_per_epoch, elapsed, stopped_by, metrics.history)
+
+
+def _param_checksum(module: torch.nn.Module) -> float:
+    """A float that differs between ranks whose parameters differ (used to check ranks stay in sync)."""
+    with torch.no_grad():
+        return float(sum(p.double().sum() * (i + 1) for i, p in enumerate(module.parameters())))

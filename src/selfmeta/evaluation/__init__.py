@@ -1,0 +1,18 @@
+"""Evaluation on frozen features: linear probe, weighted kNN, few labels, clustering (pure functions)."""
+
+from selfmeta.evaluation.metrics import classification_scores, cluster_accuracy, clustering_scores
+from selfmeta.evaluation.protocols import (
+    cluster_probe,
+    few_labels,
+    knn_predict,
+    knn_probe,
+    PROTOCOLS,
+    linear_probe,
+    run_protocol,
+    sample_per_class,
+)
+
+__all__ = [
+    "classification_scores", "cluster_accuracy", "cluster_probe", "clustering_scores", "few_labels",
+    "knn_predict", "knn_probe", "linear_probe", "PROTOCOLS", "run_protocol", "sample_per_class",
+]

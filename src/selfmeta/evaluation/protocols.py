@@ -1,0 +1,118 @@
+"""Evaluation protocols on frozen features, as pure functions of (features, labels) arrays.
+
+All take ``train_x`` (N, d) / ``train_y`` (N,) to fit on and ``test_x`` / ``test_y`` to score, and return a
+dict of plain floats. Nothing here touches a model.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from selfmeta.errors import SelfmetaError
+from selfmeta.evaluation.metrics import classification_scores, clustering_scores
+
+
+def linear_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, C: float = 1.0,
+    max_iter: int = 1000,
+) -> dict[str, float]:
+    """Multinomial logistic regression on standardized features (the linear evaluation protocol)."""
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=max_iter))
+    clf.fit(train_x, train_y)
+    return classification_scores(test_y, clf.predict(test_x))
+
+
+def knn_predict(
+    train_x: np.ndarray | torch.Tensor, train_y: np.ndarray | torch.Tensor, test_x: np.ndarray | torch.Tensor,
+    k: int = 20, temperature: float = 0.07, chunk: int = 1024,
+) -> np.ndarray:
+    """Weighted k-nearest-neighbour vote on cosine similarity (Wu et al. 2018; DINO's ``knn_classifier``).
+
+    Each of the k neighbours votes for its class with weight exp(similarity / temperature).
+    """
+    train = F.normalize(torch.as_tensor(np.asarray(train_x), dtype=torch.float32), dim=1)   # (N, d)
+    labels = torch.as_tensor(np.asarray(train_y), dtype=torch.long)                        # (N,)
+    test = F.normalize(torch.as_tensor(np.asarray(test_x), dtype=torch.float32), dim=1)     # (M, d)
+    k = min(k, len(train))
+    num_classes = int(labels.max()) + 1
+    out = []
+    for i in range(0, len(test), chunk):
+        sim, idx = (test[i : i + chunk] @ train.T).topk(k, dim=1)                   # (m, k)
+        votes = torch.zeros(len(sim), num_classes).scatter_add_(1, labels[idx], (sim / temperature).exp())
+        out.append(votes.argmax(1))
+    return torch.cat(out).numpy()
+
+
+def knn_probe(
+    train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray, k: int = 20,
+    temperature: float = 0.07,
+) -> dict[str, float]:
+    return classification_scores(np.asarray(test_y), knn_predict(train_x, train_y, test_x, k, temperature))
+
+
+def sample_per_class(y: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Indices of k random examples of every class (sorted); errors if a class has fewer than k."""
+    classes, counts = np.unique(y, return_counts=True)
+    if k < 1:
+        raise SelfmetaError(f"labels per class must be at least 1, got {k}")
+    if k > counts.min():
+        raise SelfmetaError(
+            f"{k} labels per class asked, but class {classes[counts.argmin()]} has only {counts.min()} examples"
+        )
+    rng = np.random.default_rng(seed)
+    return np.sort(np.concatenate([rng.choice(np.flatnonzero(y == c), k, replace=False) for c in classes]))
+
+
+def few_labels(
+    probe: Callable[..., dict[str, float]], train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+    test_y: np.ndarray, labels_per_class: int, seeds: int = 5, **probe_options,
+) -> dict[str, float]:
+    """``probe`` fitted on k labelled examples per class, drawn ``seeds`` times; mean and std of each score."""
+    runs = [
+        probe(train_x[idx], train_y[idx], test_x, test_y, **probe_options)
+        for idx in (sample_per_class(np.asarray(train_y), labels_per_class, s) for s in range(seeds))
+    ]
+    out = {key: float(np.mean([r[key] for r in runs])) for key in runs[0]}
+    out["accuracy_std"] = float(np.std([r["accuracy"] for r in runs]))
+    out["labels_per_class"] = labels_per_class
+    out["seeds"] = seeds
+    return out
+
+
+def cluster_probe(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None, seed: int = 0) -> dict[str, float]:
+    """k-means (k = number of classes) on L2-normalized features; Hungarian accuracy, NMI, ARI."""
+    labels = np.asarray(labels)
+    n_clusters = n_clusters or len(np.unique(labels))
+    x = F.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1).numpy()
+    clusters = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(x)
+    return clustering_scores(labels, clusters)
+
+
+PROTOCOLS = ("linear", "knn", "cluster")
+
+
+def run_protocol(
+    protocol: str, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray,
+    labels_per_class: int | None = None, seeds: int = 5,
+) -> dict[str, float]:
+    """One named protocol: probes fit on the train split and score the test split; ``cluster`` clusters the
+    test split. With ``labels_per_class`` the probe sees only that many labels per class (mean over seeds)."""
+    if protocol not in PROTOCOLS:
+        raise SelfmetaError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if protocol == "cluster":
+        result = cluster_probe(test_x, test_y)
+    else:
+        probe = linear_probe if protocol == "linear" else knn_probe
+        if labels_per_class is None:
+            result = probe(train_x, train_y, test_x, test_y)
+        else:
+            result = few_labels(probe, train_x, train_y, test_x, test_y, labels_per_class, seeds)
+    return {"protocol": protocol, **result}

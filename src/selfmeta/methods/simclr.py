@@ -1,0 +1,56 @@
+"""SimCLR: A Simple Framework for Contrastive Learning of Visual Representations (Chen et al., ICML 2020)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from selfmeta import distributed
+from selfmeta.data.views import Views
+from selfmeta.encoders.base import Backbone
+from selfmeta.methods.base import METHODS, Method, StepOutput
+from selfmeta.objectives import nt_xent
+
+
+def projection_head(num_features: int, hidden: int, out: int) -> nn.Sequential:
+    """SimCLR's MLP projection g(h) = W2 ReLU(BN(W1 h)); the loss is computed on g(h), features are h."""
+    return nn.Sequential(
+        nn.Linear(num_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+        nn.Linear(hidden, out),
+    )
+
+
+@METHODS.register("simclr")
+class SimCLR(Method):
+    """Two views of every item; NT-Xent pulls each pair together against all other views in the batch.
+
+    With several processes, projections are gathered from all ranks (gradients flow through the gather),
+    so the negatives are the global batch, as in the paper's TPU implementation.
+
+    Args:
+        temperature: NT-Xent temperature; 0.1-0.5 is the usual range (smaller is sharper).
+        proj_hidden, proj_dim: projection head widths.
+    """
+
+    description = "SimCLR: two views, projection head, NT-Xent with in-batch negatives (gathered across ranks)"
+    paper = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
+
+    def __init__(
+        self, backbone: Backbone, views: Views, temperature: float = 0.2, proj_hidden: int = 512, proj_dim: int = 128
+    ) -> None:
+        super().__init__(backbone, views)
+        self.temperature = temperature
+        self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
+
+    def forward(self, x: torch.Tensor) -> StepOutput:
+        b = x.shape[0]
+        views = torch.cat([self.views(x), self.views(x)])     # (2B, ...): one forward pass for both views
+        z = self.projector(self.backbone(views))              # (2B, proj_dim)
+        z1, z2 = z[:b], z[b:]
+        all_z1 = distributed.all_gather_with_grad(z1)         # (W*B, proj_dim)
+        all_z2 = distributed.all_gather_with_grad(z2)
+        loss = nt_xent(z1, z2, self.temperature, all_z1, all_z2, offset=distributed.rank() * b)
+        with torch.no_grad():
+            pos = F.cosine_similarity(z1, z2).mean()
+        return StepOutput(loss, {"pos_sim": float(pos)})
