@@ -1,0 +1,39 @@
+"""Shared fixtures. Tests that read ../shared/data skip with a reason where it is absent."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SELFMETA_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def shared(relative: str) -> Path:
+    """Path to a file of ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"needs {relative} from the shared data folder, absent at {SHARED_DATA}")
+    return path
+
+
+@pytest.fixture
+def cli(tmp_path):
+    """Run ``selfmeta ARGS`` as a user types it, in tmp_path; returns the CompletedProcess."""
+    exe = shutil.which("selfmeta") or str(Path(sys.executable).with_name("selfmeta"))
+
+    def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:
+        proc = subprocess.run([exe, *map(str, args)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"selfmeta {' '.join(map(str, args))} failed:\n{proc.stderr}")
+        return proc
+
+    return run
