@@ -263,7 +263,7 @@ def train(
             if not torch.isfinite(loss.detach()):
                 where = f" in {run_dir}" if run_dir is not None else ""
                 raise SelfmetaError(
-                    f"the loss became {float(loss)} at step {step}; training stopped, the last good checkpoint "
+                    f"the loss became {float(loss.detach())} at step {step}; training stopped, the last good checkpoint "
                     f"(step {last_saved}) is kept{where}. Try a lower lr or fp32"
                 )
             optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,7 @@ arrays, so a malicious file cannot run code.
 from __future__ import annotations
 
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -35,18 +36,56 @@ _LAYOUTS = {
 }
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+def _plain_dtype_state(state: Any) -> bool:
+    """The ``__setstate__`` tuple of a plain (not structured, not sub-array) numpy dtype.
+
+    numpy does not validate this tuple fully: some malformed ones crash the interpreter (segfault).
+    """
+    return (
+        isinstance(state, tuple)
+        and len(state) in (8, 9)
+        and state[0] in (3, 4)
+        and isinstance(state[1], (str, bytes))
+        and state[2] is None and state[3] is None and state[4] is None
+        and state[5:8] == (-1, -1, 0)  # elsize, alignment, flags of a built-in numeric type
+        and (len(state) == 8 or state[8] is None or isinstance(state[8], dict))
+    )
+
+
+def _numeric_dtype(spec: Any, align: bool = False, copy: bool = False) -> np.dtype:
+    dtype = np.dtype(spec, bool(align), bool(copy))
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise pickle.UnpicklingError(f"refusing numpy dtype {dtype}")
+    return dtype
+
+
+class _RestrictedUnpickler(pickle._Unpickler):  # the pure-Python unpickler, so that BUILD can be checked
+    dispatch = dict(pickle._Unpickler.dispatch)
+
     def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("numpy", "dtype"):
+            return _numeric_dtype
         if (module, name) in _ALLOWED:
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+    def _load_build(self) -> None:
+        if isinstance(self.stack[-2], np.dtype) and not _plain_dtype_state(self.stack[-1]):
+            raise pickle.UnpicklingError(f"malformed numpy dtype state {self.stack[-1]!r:.100}")
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = _load_build
 
 
 def safe_unpickle(path: Path) -> Any:
     try:
         with open(path, "rb") as f:
             return _RestrictedUnpickler(f, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (
+        pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, LookupError, MemoryError,
+        OverflowError, struct.error,
+    ) as exc:
+        # LookupError covers IndexError, KeyError and the unknown encodings a corrupt byte can produce.
         raise SelfmetaError(f"{path}: not a valid CIFAR batch ({exc})") from None
 
 
@@ -89,6 +128,8 @@ class CIFAR(DataSource):
         classes: list[str] = []
         if (path / meta_file).is_file():
             meta = safe_unpickle(path / meta_file)
+            if not isinstance(meta, dict):
+                raise SelfmetaError(f"{path / meta_file}: not a CIFAR meta file (a {type(meta).__name__}, not a dict)")
             classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
         y = torch.cat(ys)
         if not classes:

@@ -34,12 +34,17 @@ def table_to_dataset(frame: Any, name: str, label_column: str | None) -> Dataset
         y, classes = labels_from_names([str(v) for v in labels])
     if frame.shape[1] == 0 or len(frame) == 0:
         raise SelfmetaError(f"{name}: the table has no feature columns or no rows")
-    non_numeric = [str(c) for c in frame.columns if not np.issubdtype(frame[c].dtype, np.number)]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    # pandas' own dtypes (StringDtype, nullable Int64...) are not numpy dtypes: ask pandas, not np.issubdtype.
+    non_numeric = [
+        str(c) for c in frame.columns if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)
+    ]
     if non_numeric:
         raise SelfmetaError(
             f"{name}: non-numeric feature columns {', '.join(non_numeric)}; encode them or name the label column"
         )
-    x = torch.from_numpy(frame.to_numpy(dtype=np.float32))
+    x = torch.from_numpy(frame.to_numpy(dtype=np.float32, na_value=np.nan))
     return Dataset(x, y, classes, "table", name)
 
 

@@ -1,0 +1,79 @@
+"""The Registry class and the built-in registries."""
+
+from __future__ import annotations
+
+import pytest
+
+from selfmeta.data import SOURCES
+from selfmeta.data.source import DataSource
+from selfmeta.data.views import VIEWS
+from selfmeta.encoders import ENCODERS, Encoder
+from selfmeta.errors import SelfmetaError
+from selfmeta.methods import METHODS, Method, method_options
+from selfmeta.registry import Registry
+
+
+def test_register_get_names():
+    reg: Registry = Registry("widget")
+
+    @reg.register("zeta")
+    class Zeta:
+        pass
+
+    def alpha():
+        return 1
+
+    assert reg.register("alpha")(alpha) is alpha  # the decorator returns the object unchanged
+    assert reg.get("zeta") is Zeta and reg.get("alpha") is alpha
+    assert reg.names() == ["alpha", "zeta"]  # sorted, whatever the registration order
+    assert list(reg) == ["alpha", "zeta"]
+    assert "zeta" in reg and "beta" not in reg
+
+
+def test_duplicate_registration():
+    reg: Registry = Registry("widget")
+    reg.register("a")(object)
+    with pytest.raises(RuntimeError, match="widget 'a' registered twice"):
+        reg.register("a")(int)
+    assert reg.get("a") is object  # the first one stays
+
+
+def test_unknown_name_lists_valid_ones():
+    reg: Registry = Registry("gadget")
+    for name in ("b", "c", "a"):
+        reg.register(name)(name)
+    with pytest.raises(SelfmetaError, match="unknown gadget 'd'; valid: a, b, c"):
+        reg.get("d")
+    assert issubclass(SelfmetaError, ValueError)
+
+
+def test_empty_registry_message():
+    with pytest.raises(SelfmetaError, match="unknown thing 'x'"):
+        Registry("thing").get("x")
+
+
+def test_builtin_sources():
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "parquet"]
+    for name in SOURCES.names():
+        cls = SOURCES.get(name)
+        assert issubclass(cls, DataSource) and cls.name == name and cls.description
+
+
+def test_builtin_encoders():
+    assert ENCODERS.names() == ["conv4", "mlp", "resnet18"]
+    assert all(issubclass(ENCODERS.get(n), Encoder) for n in ENCODERS.names())
+    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, mlp, resnet18"):
+        ENCODERS.get("vit")
+
+
+def test_builtin_methods():
+    assert "simclr" in METHODS.names()
+    simclr = METHODS.get("simclr")
+    assert issubclass(simclr, Method) and simclr.description and simclr.paper
+    assert method_options(simclr) == {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128}
+    with pytest.raises(SelfmetaError, match="unknown method 'byol'; valid: .*simclr"):
+        METHODS.get("byol")
+
+
+def test_builtin_views():
+    assert VIEWS.names() == ["image", "table"]
