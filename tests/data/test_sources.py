@@ -11,6 +11,8 @@ import hashlib
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -497,9 +499,6 @@ BAD_DTYPES = {
 def test_cifar_malformed_dtype_does_not_crash(tmp_path):
     """numpy does not validate a dtype's pickled state: the reader must, or a corrupt file kills Python.
     Loaded in a child process so that a crash fails this test instead of ending the test session."""
-    import subprocess
-    import sys
-
     for case, (spec, state, _) in BAD_DTYPES.items():
         write_cifar(tmp_path / case)
         dump({b"data": DtypeState(spec, state), b"labels": [0]}, tmp_path / case / "test_batch")

@@ -46,11 +46,13 @@ class SimCLR(Method):
     def forward(self, x: torch.Tensor) -> StepOutput:
         b = x.shape[0]
         views = torch.cat([self.views(x), self.views(x)])     # (2B, ...): one forward pass for both views
-        z = self.projector(self.backbone(views))              # (2B, proj_dim)
+        z = self.projector(self.backbone(views)).float()      # (2B, proj_dim)
         z1, z2 = z[:b], z[b:]
         all_z1 = distributed.all_gather_with_grad(z1)         # (W*B, proj_dim)
         all_z2 = distributed.all_gather_with_grad(z2)
-        loss = nt_xent(z1, z2, self.temperature, all_z1, all_z2, offset=distributed.rank() * b)
+        # The similarities and softmax stay in fp32 under bf16 autocast: logits / 0.2 need the precision.
+        with torch.autocast(z.device.type, enabled=False):
+            loss = nt_xent(z1, z2, self.temperature, all_z1, all_z2, offset=distributed.rank() * b)
         with torch.no_grad():
             pos = F.cosine_similarity(z1, z2).mean()
         return StepOutput(loss, {"pos_sim": float(pos)})
