@@ -2,7 +2,8 @@
 
 Measures in one process, one after the other (never two at once on this 2-core machine):
 - the plain reference (benchmarks/plain_simclr.py) for the ratio the foundation issue asks for;
-- selfmeta's step with Conv-4 on 28x28 and ResNet-18 on 32x32, with the channels_last layout on and off;
+- selfmeta's step with Conv-4 on 28x28 and ResNet-18 on 32x32: NCHW fp32, channels_last fp32 (the
+  default), channels_last with bf16 autocast (``precision=bf16``);
 - the share of the step spent making views, and selfmeta's fused views against the same augmentations
   composed from kornia.augmentation.
 
@@ -43,7 +44,7 @@ def time_steps(fn, steps: int) -> float:
     return median(times)
 
 
-def selfmeta_step(encoder: str, shape: tuple[int, int, int], batch: int, channels_last: bool, views: dict):
+def selfmeta_step(encoder: str, shape: tuple[int, int, int], batch: int, channels_last: bool, bf16: bool, views: dict):
     data = Dataset(torch.randint(0, 256, (batch * 2, *shape), dtype=torch.uint8), modality="image")
     cfg = TrainConfig(encoder=encoder, batch_size=batch, channels_last=channels_last, view_options=views)
     method = build_method(cfg, data)
@@ -51,11 +52,13 @@ def selfmeta_step(encoder: str, shape: tuple[int, int, int], batch: int, channel
         method = method.to(memory_format=torch.channels_last)
     opt = build_optimizer("adamw", method, 1e-3, 1e-4)
     x = data.x[:batch].float() / 255
+    index = torch.arange(batch)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
-        out = method(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = method(x, index)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
@@ -104,11 +107,12 @@ def main() -> None:
 
     for encoder_name, shape, steps in (("conv4", (1, 28, 28), args.steps), ("resnet18", (3, 32, 32), args.resnet_steps)):
         views = {"hflip": 0.0} if shape[0] == 1 else {}
-        for channels_last in (False, True):
-            step, make_views, method, x = selfmeta_step(encoder_name, shape, b, channels_last, views)
+        for channels_last, bf16 in ((False, False), (True, False), (True, True)):
+            step, make_views, method, x = selfmeta_step(encoder_name, shape, b, channels_last, bf16, views)
             t_step = time_steps(step, steps)
             t_views = time_steps(make_views, steps)
-            label = f"selfmeta SimCLR, {encoder_name} {shape[1]}x{shape[2]}, {'channels_last' if channels_last else 'NCHW'}"
+            layout = "channels_last" if channels_last else "NCHW"
+            label = f"selfmeta SimCLR, {encoder_name} {shape[1]}x{shape[2]}, {layout}, {'bf16 autocast' if bf16 else 'fp32'}"
             rows.append((label, b / t_step, t_views / t_step))
         # kornia.augmentation composition of the same views, for comparison with the fused views.
         pipeline = kornia_pipeline(shape)

@@ -160,6 +160,8 @@ def test_wrong_shape_at_transform(fitted, digits):
         fitted.transform(X[:, :32])
     with pytest.raises(SelfmetaError):
         fitted.transform(X[:, :48].reshape(len(X), 6, 8))  # (6, 8) images, the model takes (1, 8, 8)
+    with pytest.raises(SelfmetaError, match="input_shape"):
+        fitted.transform(X.reshape(len(X), 1, 4, 16))  # same number of values, another shape: no silent reshape
 
 
 def test_nan_in_x_is_refused(digits):

@@ -116,7 +116,7 @@ def test_pretrain_writes_a_complete_run(trained):
     assert record["config"]["batch_size"] == 128 and record["config"]["epochs"] == 2
     assert record["config"]["view_options"] == {"hflip": 0} and record["config"]["encoder"] == "conv4"
     assert record["data"]["path"] == "digits" and record["data"]["items"] == DIGITS_TRAIN
-    assert "pretrain" in record["command"]
+    assert len(record["commands"]) == 1 and "pretrain" in record["commands"][0]
     steps = metric_steps(run)
     assert steps == sorted(set(steps)) and steps[-1] == summary["steps"]
     assert "Traceback" not in proc.stderr
@@ -187,8 +187,9 @@ def test_resume_continues_a_run(cli, run_copy):
     assert torch.load(run_copy / "checkpoint.pt", weights_only=True)["step"] == summary["steps"]
     steps = metric_steps(run_copy)
     assert steps[: len(before)] == before and steps == sorted(set(steps)) and steps[-1] == summary["steps"]
-    config = json.loads((run_copy / "config.json").read_text())["config"]
-    assert config["epochs"] == 3 and config["batch_size"] == 128  # the run's own options are kept
+    record = json.loads((run_copy / "config.json").read_text())
+    assert record["config"]["epochs"] == 3 and record["config"]["batch_size"] == 128  # the run's own options
+    assert len(record["commands"]) == 2 and "--resume" in record["commands"][1]  # start and resume recorded
 
 
 @pytest.mark.slow

@@ -77,3 +77,13 @@ def test_builtin_methods():
 
 def test_builtin_views():
     assert VIEWS.names() == ["image", "table"]
+
+
+def test_class_names_sort_numbers_by_value():
+    from selfmeta.data.dataset import labels_from_names
+
+    y, classes = labels_from_names(["10", "2", "1", "2"])
+    assert classes == ["1", "2", "10"]
+    assert y.tolist() == [2, 1, 0, 1]
+    _, classes = labels_from_names(["b", "10", "a", "9"])
+    assert classes == ["9", "10", "a", "b"]

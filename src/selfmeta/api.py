@@ -37,7 +37,7 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None) -> Da
     if x.is_complex() or x.dtype == torch.bool:
         raise SelfmetaError(f"X must be real numbers, got {x.dtype}")
     if input_shape is not None:
-        if int(np.prod(input_shape)) != int(np.prod(x.shape[1:])):
+        if tuple(x.shape[1:]) != tuple(input_shape) and (x.ndim != 2 or x.shape[1] != int(np.prod(input_shape))):
             raise SelfmetaError(f"cannot view rows of shape {tuple(x.shape[1:])} as input_shape {tuple(input_shape)}")
         x = x.reshape(len(x), *input_shape)
     if x.ndim == 3:

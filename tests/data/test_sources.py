@@ -90,6 +90,13 @@ def write_idx_folder(folder: Path, gz: bool, n_train: int = 7, n_test: int = 3, 
     return arrays
 
 
+def test_idx_splits_list_the_same_classes(tmp_path):
+    # Test labels are 0, 3, 6 only; train has 0..9: both splits must list the ten classes.
+    write_idx_folder(tmp_path / "m", gz=False, n_train=10, n_test=3)
+    train, test = load_data(tmp_path / "m", "train"), load_data(tmp_path / "m", "test")
+    assert test.classes == train.classes == [str(c) for c in range(10)]
+
+
 def test_idx_header_magic_numbers():
     data = idx_bytes(np.zeros((2, 3, 4), dtype=np.uint8))
     assert struct.unpack(">I", data[:4])[0] == 0x00000803

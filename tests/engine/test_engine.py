@@ -377,11 +377,11 @@ def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, mon
     original = SimCLR.forward
     calls = {"n": 0}
 
-    def crashing(self, x):
+    def crashing(self, x, index):
         calls["n"] += 1
         if calls["n"] > 15:
             raise Crash("killed")
-        return original(self, x)
+        return original(self, x, index)
 
     run = tmp_path / "run"
     monkeypatch.setattr(SimCLR, "forward", crashing)
@@ -444,9 +444,9 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path, mon
     original = SimCLR.forward
     calls = {"n": 0}
 
-    def diverging(self, x):
+    def diverging(self, x, index):
         calls["n"] += 1
-        out = original(self, x)
+        out = original(self, x, index)
         if calls["n"] > STEPS_PER_EPOCH + 3:
             return StepOutput(out.loss * float("nan"), out.logs)
         return out
@@ -467,3 +467,42 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(digits, tmp_path, mon
 def test_huge_learning_rate_is_reported_not_silently_trained(digits):
     with pytest.raises(SelfmetaError, match="the loss became"):
         train(small_config(epochs=3, lr=1e30, warmup=0.0), digits, progress=False)
+
+
+def test_resume_with_data_that_does_not_fit_the_checkpoint(tmp_path):
+    from selfmeta.data.dataset import Dataset
+
+    def table(d: int) -> Dataset:
+        return Dataset(torch.randn(64, d), modality="table")
+
+    cfg = TrainConfig(encoder="mlp", epochs=1, batch_size=32, log_every=1)
+    train(cfg, table(10), tmp_path / "run", progress=False)
+    cfg2 = TrainConfig(encoder="mlp", epochs=2, batch_size=32, log_every=1)
+    with pytest.raises(SelfmetaError, match="does not fit"):
+        train(cfg2, table(12), tmp_path / "run", resume=True, progress=False)
+    assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2  # the run is untouched
+
+
+def test_hooks_and_index_reach_the_method(digits, tmp_path, monkeypatch):
+    from selfmeta.encoders import to_unit
+
+    seen = {"epochs": [], "progress": [], "index_ok": []}
+    original = SimCLR.forward
+
+    def forward(self, x, index):
+        seen["index_ok"].append(torch.equal(x, to_unit(digits.x[index]).contiguous(memory_format=torch.channels_last)))
+        return original(self, x, index)
+
+    monkeypatch.setattr(SimCLR, "forward", forward)
+    monkeypatch.setattr(SimCLR, "on_epoch_start", lambda self, epoch, data: seen["epochs"].append((epoch, len(data))))
+    monkeypatch.setattr(SimCLR, "on_step_end", lambda self, progress: seen["progress"].append(progress))
+    train(small_config(epochs=3), digits, tmp_path / "run", progress=False)
+    assert seen["epochs"] == [(0, len(digits)), (1, len(digits)), (2, len(digits))]
+    assert all(seen["index_ok"]) and len(seen["index_ok"]) == 3 * STEPS_PER_EPOCH
+    progress = seen["progress"]
+    assert len(progress) == 3 * STEPS_PER_EPOCH and progress == sorted(progress)
+    assert progress[0] == 0.0 and progress[-1] == pytest.approx(1 - 1 / (3 * STEPS_PER_EPOCH))
+    # Resuming mid-training calls on_epoch_start again for the epoch it resumes in.
+    seen["epochs"].clear()
+    train(small_config(epochs=4), digits, tmp_path / "run", resume=True, progress=False)
+    assert seen["epochs"] == [(3, len(digits))]

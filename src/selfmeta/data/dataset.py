@@ -90,8 +90,17 @@ def fixed_split(dataset: Dataset, split: str) -> Dataset:
     return dataset.subset(index)
 
 
+def _natural(name: str) -> tuple:
+    """Sort key: numeric names by value (2 before 10), then the others alphabetically."""
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
 def labels_from_names(names: list[str], classes: list[str] | None = None) -> tuple[torch.Tensor, list[str]]:
     """Class names per item -> (int64 labels, class names); ``classes`` defaults to the sorted names."""
-    classes = classes if classes is not None else sorted(set(names))
+    if classes is None:
+        classes = sorted(set(names), key=_natural)
     lookup = {c: i for i, c in enumerate(classes)}
     return torch.tensor([lookup[s] for s in names], dtype=torch.long), classes

@@ -22,6 +22,8 @@ from safetensors import safe_open
 from selfmeta.errors import SelfmetaError
 
 CHECKPOINT = "checkpoint.pt"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 WEIGHTS = "encoder.safetensors"
 
 
@@ -34,6 +36,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         write(Path(tmp))
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the permissions open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -19,6 +19,9 @@ from selfmeta.methods import METHODS, Method, method_options
 def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     """Normalization fitted on ``data``, the encoder, the modality's views, the method and its options."""
     method_cls = METHODS.get(cfg.method)
+    if data.modality not in method_cls.modalities:
+        valid = [n for n in METHODS.names() if data.modality in METHODS.get(n).modalities]
+        raise SelfmetaError(f"method {cfg.method!r} does not take {data.modality} data; use one of: {', '.join(valid)}")
     valid = method_options(method_cls)
     unknown = sorted(set(cfg.method_options) - set(valid))
     if unknown:

@@ -7,7 +7,7 @@ every epoch and at the end; ``resume=True`` continues from the last one, mid-epo
 
 Run directory::
 
-    config.json          resolved configuration, data description, the command to reproduce the run
+    config.json          resolved configuration, data description, the commands that started and resumed it
     checkpoint.pt        latest resumable state (weights_only-loadable)
     encoder.safetensors  backbone weights + description, for embed/evaluate/the API
     metrics.jsonl        one JSON record per logged step
@@ -175,8 +175,13 @@ def train(
     step, elapsed_before = 0, 0.0
     if resume and run_dir is not None:
         state = load_checkpoint(run_dir / CHECKPOINT)
-        method.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            method.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise SelfmetaError(
+                f"{run_dir / CHECKPOINT} does not fit this data and configuration ({exc})".splitlines()[0]
+            ) from None
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
         set_rng_state(state["rng"][rank % len(state["rng"])], device)
         if state.get("finished"):
@@ -199,8 +204,10 @@ def train(
             "world_size": world,
             "selfmeta_version": __version__,
             "torch_version": torch.__version__,
-            "command": " ".join(sys.argv),
+            "commands": [" ".join(sys.argv)],
         }
+        if resume and (run_dir / CONFIG).is_file():  # keep how the run was started, add how it was resumed
+            record["commands"] = json.loads((run_dir / CONFIG).read_text()).get("commands", []) + record["commands"]
         atomic_write(run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     metrics = _Metrics(run_dir if main else None, step if resume else -1)
     last_saved = step
@@ -231,7 +238,7 @@ def train(
     elapsed = elapsed_before
     stopped_by = "epochs"
     window_start, window_steps = time.perf_counter(), 0
-    method.train()
+    current_epoch = -1
     try:
         while True:
             if total_steps is not None and step >= total_steps:
@@ -243,9 +250,14 @@ def train(
                 stopped_by = "time_budget"
                 break
             epoch, within = divmod(step, steps_per_epoch)
-            order = epoch_order(n, cfg.seed, epoch)
+            if within == 0 or epoch != current_epoch:  # a new epoch, or the first step after resuming
+                current_epoch = epoch
+                order = epoch_order(n, cfg.seed, epoch)
+                method.on_epoch_start(epoch, data)
+                method.train()
             begin = within * global_batch + rank * cfg.batch_size
-            x = to_unit(data.x[order[begin : begin + cfg.batch_size]].to(device, non_blocking=True))
+            index = order[begin : begin + cfg.batch_size]
+            x = to_unit(data.x[index].to(device, non_blocking=True))
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
 
@@ -258,7 +270,7 @@ def train(
                 group["lr"] = lr
 
             with autocast:
-                out = model(x)
+                out = model(x, index.to(device))
             loss = out.loss
             if not torch.isfinite(loss.detach()):
                 where = f" in {run_dir}" if run_dir is not None else ""
@@ -270,6 +282,7 @@ def train(
             loss.backward()
             optimizer.step()
             step += 1
+            method.on_step_end(progress_frac)
             window_steps += 1
             if bar is not None:
                 bar.update(1)

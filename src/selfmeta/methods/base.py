@@ -1,9 +1,16 @@
 """The method contract and its registry.
 
 A method is an ``nn.Module`` built from a Backbone (normalize + encoder), the Views of the data's
-modality, and its own hyper-parameters. ``forward(x)`` takes a batch of ``to_unit`` inputs and returns a
-:class:`StepOutput`: the loss to minimize and named scalars to log. Calling through ``forward`` lets the
-engine wrap the method in DistributedDataParallel. ``embed`` gives the frozen features used downstream.
+modality, and its own hyper-parameters. ``forward(x, index)`` takes a batch of ``to_unit`` inputs and
+their positions in the data set, and returns a :class:`StepOutput`: the loss to minimize and named scalars
+to log. Calling through ``forward`` lets the engine wrap the method in DistributedDataParallel. ``embed``
+gives the frozen features used downstream.
+
+Two hooks, no-ops by default, cover what some methods do outside the gradient step:
+- ``on_epoch_start(epoch, data)``: before each epoch, with the whole training set (clustering methods
+  assign pseudo-labels to every item here; ``index`` then finds a batch's labels);
+- ``on_step_end(progress)``: after each optimizer step, with training progress in [0, 1] (momentum
+  encoders update their moving averages here).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from selfmeta.data.dataset import Dataset
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.registry import Registry
@@ -28,14 +36,22 @@ class StepOutput:
 class Method(nn.Module):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    modalities: ClassVar[tuple[str, ...]] = ("image", "table")  # the data it can train on
 
     def __init__(self, backbone: Backbone, views: Views) -> None:
         super().__init__()
         self.backbone = backbone
         self.views = views
 
-    def forward(self, x: torch.Tensor) -> StepOutput:
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
+        """x: (B, ...) inputs in to_unit form; index: (B,) int64 positions of the items in the data set."""
         raise NotImplementedError
+
+    def on_epoch_start(self, epoch: int, data: Dataset) -> None:
+        pass
+
+    def on_step_end(self, progress: float) -> None:
+        pass
 
     @torch.no_grad()
     def embed(self, x: torch.Tensor) -> torch.Tensor:

@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from selfmeta import distributed
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS, Method, StepOutput
+from selfmeta.methods.heads import projection_head
 from selfmeta.objectives import nt_xent
-
-
-def projection_head(num_features: int, hidden: int, out: int) -> nn.Sequential:
-    """SimCLR's MLP projection g(h) = W2 ReLU(BN(W1 h)); the loss is computed on g(h), features are h."""
-    return nn.Sequential(
-        nn.Linear(num_features, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-        nn.Linear(hidden, out),
-    )
 
 
 @METHODS.register("simclr")
@@ -43,7 +35,7 @@ class SimCLR(Method):
         self.temperature = temperature
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
 
-    def forward(self, x: torch.Tensor) -> StepOutput:
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
         b = x.shape[0]
         views = torch.cat([self.views(x), self.views(x)])     # (2B, ...): one forward pass for both views
         z = self.projector(self.backbone(views)).float()      # (2B, proj_dim)

@@ -62,6 +62,12 @@ class IDX(DataSource):
     def detect(self, path: Path) -> bool:
         return path.is_dir() and _find(path, "train-images-idx3-ubyte") is not None
 
+    @staticmethod
+    def _num_classes(path: Path) -> int:
+        """From every label file in the folder, so the train and test splits list the same classes."""
+        files = [_find(path, f"{p}-labels-idx1-ubyte") for p in PREFIX.values()]
+        return max(int(read_idx(f).max()) + 1 for f in files if f is not None)
+
     def load(self, path: Path, split: str, **options: Any) -> Dataset:
         parts = ["train", "test"] if split == "all" else [split]
         xs, ys = [], []
@@ -80,5 +86,5 @@ class IDX(DataSource):
                     raise SelfmetaError(f"{labels}: {len(y)} labels for {len(x)} images")
                 ys.append(torch.from_numpy(y.astype(np.int64)))
         y = torch.cat(ys) if len(ys) == len(xs) else None
-        classes = [str(c) for c in range(int(y.max()) + 1)] if y is not None else []
+        classes = [str(c) for c in range(self._num_classes(path))] if y is not None else []
         return Dataset(torch.cat(xs), y, classes, "image", path.name)
