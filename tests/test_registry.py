@@ -71,8 +71,11 @@ def test_builtin_methods():
     simclr = METHODS.get("simclr")
     assert issubclass(simclr, Method) and simclr.description and simclr.paper
     assert method_options(simclr) == {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128}
-    with pytest.raises(SelfmetaError, match="unknown method 'byol'; valid: .*simclr"):
-        METHODS.get("byol")
+    expected = ["barlow", "byol", "contrastive", "dec", "deepcluster", "moco", "reconstruction", "rotation",
+                "sela", "simclr", "triplet", "vicreg"]
+    assert METHODS.names() == expected
+    with pytest.raises(SelfmetaError, match="unknown method 'dino'; valid: barlow, byol, .*simclr"):
+        METHODS.get("dino")
 
 
 def test_builtin_views():

@@ -16,7 +16,6 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -174,17 +173,18 @@ def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.evaluation import PROTOCOLS
     from selfmeta.methods import METHODS, method_options
 
+    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS])
     print("data formats:")
     for name in SOURCES:
-        print(f"  {name:12s} {SOURCES.get(name).description}")
+        print(f"  {name:{w}s} {SOURCES.get(name).description}")
     print("encoders:")
     for name in ENCODERS:
-        print(f"  {name:12s} {ENCODERS.get(name).description}")
+        print(f"  {name:{w}s} {ENCODERS.get(name).description}")
     print("methods:")
     for name in METHODS:
         cls = METHODS.get(name)
         opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
-        print(f"  {name:12s} {cls.description}\n  {'':12s} options: {opts}\n  {'':12s} paper: {cls.paper}")
+        print(f"  {name:{w}s} {cls.description}\n  {'':{w}s} options: {opts}\n  {'':{w}s} paper: {cls.paper}")
     print("evaluation protocols:\n  " + ", ".join(PROTOCOLS))
 
 

@@ -38,22 +38,32 @@ def init_from_env(device: torch.device) -> None:
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (B, ...) from every rank in rank order -> (W*B, ...); gradients flow back to each rank."""
+    """Concatenate ``x`` (B, ...) from every rank in rank order -> (W*B, ...); gradients flow back to each rank.
+
+    Backward sums the gradient of the gathered tensor over the ranks and returns this rank's rows, so that
+    with DDP's averaging a loss computed on the gathered batch gets its full-batch gradient. (Not
+    ``torch.distributed.nn.functional.all_gather``: importing that module once a gloo group exists makes
+    about one process exit in five abort with SIGABRT on torch 2.13, and it is deprecated.)
+    """
     if not is_distributed():
         return x
-    import torch.distributed.nn.functional as dist_fn
-
-    return torch.cat(dist_fn.all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
-def all_gather_tensor(t: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
-    """Every rank's copy of ``t`` (same shape on all ranks), on the CPU, in rank order."""
-    if not is_distributed():
-        return [t.cpu()]
-    t = t.to(device)
-    out = [torch.empty_like(t) for _ in range(world_size())]
-    dist.all_gather(out, t)
-    return [o.cpu() for o in out]
+class _GatherWithGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (W*B, ...)
+        x = x.contiguous()
+        out = [torch.empty_like(x) for _ in range(world_size())]
+        dist.all_gather(out, x)
+        return torch.cat(out, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # (W*B, ...) -> (B, ...)
+        grad = grad.clone(memory_format=torch.contiguous_format)  # all_reduce works in place
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # every rank's loss depends on this rank's rows
+        b = grad.shape[0] // world_size()
+        return grad[rank() * b : (rank() + 1) * b]
 
 
 def any_rank(flag: bool, device: torch.device) -> bool:
@@ -74,10 +84,29 @@ def broadcast_float(value: float, device: torch.device) -> float:
     return float(t.item())
 
 
-def all_gather_floats(value: float, device: torch.device) -> list[float]:
+def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (B, ...) from every rank in rank order -> (W*B, ...), on x's device, without gradient.
+
+    For tensors that need no gradient (MoCo's keys and key batches). Every rank must pass the same shape.
+    """
     if not is_distributed():
-        return [value]
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    out = [torch.zeros_like(t) for _ in range(world_size())]
-    dist.all_gather(out, t)
-    return [float(o.item()) for o in out]
+        return x
+    x = x.detach().contiguous()
+    out = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(out, x)
+    return torch.cat(out, dim=0)
+
+
+def broadcast_(t: torch.Tensor, src: int = 0) -> torch.Tensor:
+    """Overwrite ``t`` in place with rank ``src``'s copy (same shape and dtype on every rank); returns it.
+
+    For random draws that must agree across ranks (MoCo's shuffling permutation).
+    """
+    if is_distributed():
+        dist.broadcast(t, src=src)
+    return t
+
+
+def all_gather_floats(value: float, device: torch.device) -> list[float]:
+    """Every rank's ``value``, in rank order."""
+    return all_gather_no_grad(torch.tensor([value], dtype=torch.float64, device=device)).tolist()

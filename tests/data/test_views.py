@@ -8,14 +8,6 @@ import torch
 from selfmeta.data.views import VIEWS, ImageViews, TableViews
 from selfmeta.errors import SelfmetaError
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches run fastest on one thread; two OpenMP threads spin badly when the CPUs are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 OFF = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, jitter=0.0, grayscale=0.0, blur=0.0)
 
@@ -201,3 +193,26 @@ def test_unknown_table_option():
     with pytest.raises(SelfmetaError, match="unknown table view option 'dropout'") as info:
         table_views(x, dropout=0.1)
     assert "mask, noise, swap" in str(info.value)
+
+
+def test_jitter_on_two_channel_images():
+    torch.manual_seed(0)
+    views = ImageViews((2, 8, 8), jitter=1.0)
+    out = views(torch.rand(4, 2, 8, 8))
+    assert out.shape == (4, 2, 8, 8) and out.min() >= 0 and out.max() <= 1
+
+
+def test_rotation_is_an_isometry_in_pixels():
+    from selfmeta.data.views import crop_flip_grid
+
+    torch.manual_seed(0)
+    like = torch.zeros(1)
+    for size in ((8, 8), (6, 10)):
+        h, w = size
+        grid = crop_flip_grid(5, size, (1.0, 1.0), (1.0, 1.0), 0.0, like, degrees=40.0)  # (5, H, W, 2)
+        pixels = (grid + 1) / 2 * torch.tensor([w, h])          # back to pixel units
+        step_x = (pixels[:, :, 1:] - pixels[:, :, :-1]).norm(dim=-1)  # neighbours one pixel apart stay so
+        step_y = (pixels[:, 1:, :] - pixels[:, :-1, :]).norm(dim=-1)
+        assert torch.allclose(step_x, torch.ones_like(step_x), atol=1e-5)
+        assert torch.allclose(step_y, torch.ones_like(step_y), atol=1e-5)
+        assert not torch.allclose(grid, crop_flip_grid(5, size, (1.0, 1.0), (1.0, 1.0), 0.0, like))

@@ -1,8 +1,8 @@
 """Views: batched random augmentations that run on the model's device, one call per view.
 
-Images (float in [0, 1], ``(B, C, H, W)``): random resized crop and horizontal flip fused into a single
-affine resampling (one ``grid_sample`` for the whole batch), colour jitter, random grayscale and Gaussian
-blur from kornia, each applied to a random subset of the batch. Tables (raw ``(B, D)`` rows): swap noise,
+Images (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip and (optional) rotation
+fused into a single affine resampling (one ``grid_sample`` for the whole batch), colour jitter, random
+grayscale and Gaussian blur from kornia, each applied to a random subset of the batch. Tables (raw ``(B, D)`` rows): swap noise,
 feature masking and Gaussian noise, scaled by each feature's spread.
 
 Every random draw is a batched tensor op; there is no Python loop over samples. Views read the global
@@ -43,12 +43,13 @@ def _chance(n: int, p: float, like: torch.Tensor) -> torch.Tensor:
 
 def crop_flip_grid(
     n: int, size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float], flip: float,
-    like: torch.Tensor,
+    like: torch.Tensor, degrees: float = 0.0,
 ) -> torch.Tensor:
-    """Sampling grid (n, H, W, 2) of a random resized crop with random horizontal flip.
+    """Sampling grid (n, H, W, 2) of a random resized crop with random horizontal flip and rotation.
 
     The crop covers a fraction ``area ~ U(scale)`` of the image with aspect ``exp(U(log ratio))``, as in
-    torchvision's RandomResizedCrop, but clamped instead of re-drawn so it stays one batched op.
+    torchvision's RandomResizedCrop, but clamped instead of re-drawn so it stays one batched op. The
+    content is rotated by ``U(-degrees, degrees)`` about the crop centre, in pixel space.
     """
     area = _uniform(n, *scale, like)
     log_ratio = _uniform(n, math.log(ratio[0]), math.log(ratio[1]), like)
@@ -58,10 +59,16 @@ def crop_flip_grid(
     cx = (2 * torch.rand_like(w) - 1) * (1 - w)          # crop centre in [-1, 1] coordinates
     cy = (2 * torch.rand_like(h) - 1) * (1 - h)
     sign = torch.where(torch.rand_like(w) < flip, -1.0, 1.0)
+    angle = _uniform(n, -degrees, degrees, like) * (math.pi / 180)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    aspect_hw = size[0] / size[1]  # rotation in pixels, expressed in [-1, 1] coordinates
+    # input = diag(w * sign, h) @ R @ output + centre, R the rotation in normalized coordinates
     theta = torch.zeros(n, 2, 3, device=like.device, dtype=like.dtype)
-    theta[:, 0, 0] = w * sign
+    theta[:, 0, 0] = w * sign * cos
+    theta[:, 0, 1] = -w * sign * sin * aspect_hw
+    theta[:, 1, 0] = h * sin / aspect_hw
+    theta[:, 1, 1] = h * cos
     theta[:, 0, 2] = cx
-    theta[:, 1, 1] = h
     theta[:, 1, 2] = cy
     return F.affine_grid(theta, [n, 1, *size], align_corners=False)
 
@@ -71,6 +78,7 @@ class ImageViewOptions:
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5            # set 0 for digits and text, where mirroring changes the meaning
+    rotation: float = 0.0         # max degrees of random rotation (e.g. 15 for digits and characters)
     jitter: float = 0.8           # probability of colour jitter
     brightness: float = 0.4
     contrast: float = 0.4
@@ -99,7 +107,7 @@ class ImageViews(Views):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
         o = self.o
-        grid = crop_flip_grid(n, (self.height, self.width), o.crop_scale, o.crop_ratio, o.hflip, x)
+        grid = crop_flip_grid(n, (self.height, self.width), o.crop_scale, o.crop_ratio, o.hflip, x, o.rotation)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if o.jitter > 0:
             x = torch.where(_chance(n, o.jitter, x), self._jitter(x), x)
@@ -118,7 +126,7 @@ class ImageViews(Views):
         if o.brightness > 0:
             x = (x * _uniform(n, 1 - o.brightness, 1 + o.brightness, x).view(view)).clamp(0, 1)
         if o.contrast > 0:
-            grey = x.mean(dim=1, keepdim=True) if self.channels == 1 else kornia.color.rgb_to_grayscale(x)
+            grey = kornia.color.rgb_to_grayscale(x) if self.channels == 3 else x.mean(dim=1, keepdim=True)
             mean = grey.mean(dim=(1, 2, 3), keepdim=True)
             c = _uniform(n, 1 - o.contrast, 1 + o.contrast, x).view(view)
             x = (c * x + (1 - c) * mean).clamp(0, 1)

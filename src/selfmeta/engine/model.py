@@ -69,6 +69,8 @@ def load_backbone(run_dir: str | Path) -> tuple[Backbone, dict[str, Any]]:
         if not path.is_file():
             raise SelfmetaError(f"{run_dir} holds no {WEIGHTS}: is it a finished selfmeta run directory?")
     state, description = load_weights(path)
+    # Files saved by SelfSupervised.save also hold the method's own tensors ("method.*"): not the backbone's.
+    state = {k: v for k, v in state.items() if not k.startswith("method.")}
     return rebuild_backbone(description, state), description
 
 

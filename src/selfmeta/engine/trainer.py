@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import sys
@@ -214,7 +213,8 @@ def train(
 
     def checkpoint(finished: bool, elapsed: float) -> None:
         nonlocal last_saved
-        rng = distributed.all_gather_tensor(rng_state(device), device)  # one state per rank
+        states = distributed.all_gather_no_grad(rng_state(device).to(device))  # every rank's, concatenated
+        rng = list(states.cpu().chunk(world))
         if run_dir is None or not main:
             return
         save_checkpoint(
