@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -17,13 +19,6 @@ from selfmeta.errors import SelfmetaError
 
 PARAMS = dict(input_shape=(1, 8, 8), epochs=2, batch_size=128, view_options={"hflip": 0}, device="cpu")
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +175,84 @@ def test_nan_at_transform_is_refused(fitted, digits):
     bad[0, 0] = np.inf
     with pytest.raises(SelfmetaError, match="NaN or infinite"):
         fitted.transform(bad)
+
+
+# --- predict, for methods that cluster -------------------------------------------------------------------
+
+DEC_PARAMS = dict(PARAMS, method="dec", method_options={"num_clusters": 10}, epochs=1)
+
+
+@pytest.fixture(scope="module")
+def dec_fitted(digits):
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    X, _ = digits
+    estimator = SelfSupervised(**DEC_PARAMS).fit(X)
+    torch.set_num_threads(before)
+    return estimator
+
+
+def test_dec_fit_predict_on_digits(dec_fitted, digits):
+    X, y = digits
+    assert hasattr(dec_fitted, "predict")
+    ids = dec_fitted.predict(X)
+    assert isinstance(ids, np.ndarray) and ids.shape == (len(X),) and ids.dtype == np.int64
+    assert ids.min() >= 0 and ids.max() < 10 and len(np.unique(ids)) >= 3
+    np.testing.assert_array_equal(dec_fitted.predict(X[:25]), ids[:25])  # deterministic, no batch effect
+    assert dec_fitted.transform(X[:5]).shape == (5, dec_fitted.n_features_out_)
+    assert dec_fitted.method_.backbone is dec_fitted.backbone_
+    with pytest.raises(SelfmetaError, match="input_shape"):
+        dec_fitted.predict(X[:, :32])
+
+
+def test_predict_after_save_and_load_equals_before(dec_fitted, digits, tmp_path):
+    X, _ = digits
+    path = tmp_path / "dec.safetensors"
+    dec_fitted.save(path)
+    rng_before = torch.get_rng_state()
+    loaded = SelfSupervised.load(path)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # loading leaves the caller's random stream alone
+    torch.testing.assert_close(loaded.method_.centroids, dec_fitted.method_.centroids, rtol=0, atol=0)
+    np.testing.assert_array_equal(loaded.predict(X), dec_fitted.predict(X))
+    assert loaded.description_ == dec_fitted.description_
+    # The file loads without pickle and its method tensors are kept apart from the backbone's.
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        keys = set(f.keys())
+    assert "method.centroids" in keys and any(k.startswith("encoder.") for k in keys)
+
+
+def test_predict_on_simclr_raises_a_clear_error(fitted, digits, tmp_path):
+    X, _ = digits
+    assert not hasattr(fitted, "predict")
+    with pytest.raises(AttributeError, match="has no attribute 'predict'") as info:
+        fitted.predict(X)
+    # scikit-learn's available_if raises its generic message from ours, which the traceback shows first.
+    assert isinstance(info.value.__cause__, AttributeError)
+    assert re.search(r"'simclr' learns features, not clusters.*\bdec\b", str(info.value.__cause__))
+    fitted.save(tmp_path / "simclr.safetensors")  # simclr's projection head travels too, and loads back
+    loaded = SelfSupervised.load(tmp_path / "simclr.safetensors")
+    assert type(loaded.method_).__name__ == "SimCLR" and not hasattr(loaded, "predict")
+    assert not hasattr(SelfSupervised(method="simclr"), "predict")
+    assert not hasattr(SelfSupervised(method="no-such-method"), "predict")
+
+
+def test_predict_before_fit_raises_not_fitted():
+    estimator = SelfSupervised(**DEC_PARAMS)
+    assert hasattr(estimator, "predict")  # the configured method can predict, once fitted
+    with pytest.raises(NotFittedError):
+        estimator.predict(np.zeros((4, 64)))
+
+
+def test_files_saved_without_method_state_still_load(fitted, digits, tmp_path):
+    # An estimator file of an earlier version: the backbone and the parameters only.
+    X, _ = digits
+    path = tmp_path / "old.safetensors"
+    description = {**fitted.description_, "params": fitted.get_params(), "n_features_in": 64}
+    save_weights(path, fitted.backbone_.state_dict(), description)
+    loaded = SelfSupervised.load(path)
+    np.testing.assert_allclose(loaded.transform(X[:20]), fitted.transform(X[:20]), rtol=1e-4, atol=1e-5)
+    with pytest.raises(AttributeError) as info:
+        loaded.predict(X[:20])
+    assert "without its method's state" in str(info.value.__cause__)

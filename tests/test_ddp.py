@@ -50,6 +50,30 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert summaries and all(json.loads(s)["steps"] == steps for s in summaries)
 
 
+# Methods trained for one epoch by two processes: every rank must end with the same parameters.
+DDP_METHODS = [
+    "rotation", "reconstruction", "triplet", "contrastive", "deepcluster", "sela", "dec",
+    "moco", "byol", "barlow", "vicreg",
+]
+
+
+@pytest.mark.parametrize("name", DDP_METHODS)
+def test_torchrun_each_method(tmp_path, name):
+    if not TORCHRUN.is_file():
+        pytest.skip(f"torchrun not found next to {sys.executable}")
+    run = tmp_path / "RUN"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "selfmeta", "pretrain", "--data", "digits",
+         "--out", str(run), "--method", name, "--epochs", "1", "batch_size=64", "views.hflip=0", "log_every=1",
+         "--no-progress"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checksums = json.loads((run / "ranks.json").read_text())["param_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1], checksums
+
+
 def _problem(batch: int = 8):
     """The same tiny projection layer and two views of a batch in every process."""
     torch.manual_seed(0)

@@ -8,6 +8,10 @@ it fits in a ``Pipeline``::
     from sklearn.linear_model import LogisticRegression
     pipe = make_pipeline(SelfSupervised(encoder="conv4", input_shape=(1, 8, 8), epochs=20), LogisticRegression())
     pipe.fit(X_train, y_train)   # y is ignored by SelfSupervised: it learns without labels
+
+Clustering methods that assign items to clusters (``dec``) also give ``predict``::
+
+    clusters = SelfSupervised(method="dec", method_options={"num_clusters": 10}, input_shape=(1, 8, 8)).fit(X).predict(X)
 """
 
 from __future__ import annotations
@@ -18,14 +22,19 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine.checkpoint import load_weights, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.engine.model import describe, embed, rebuild_backbone
+from selfmeta.encoders import to_unit
+from selfmeta.engine.model import build_method, describe, embed, rebuild_backbone
 from selfmeta.engine.trainer import train
 from selfmeta.errors import SelfmetaError
+from selfmeta.methods import METHODS, Method
+
+METHOD_PREFIX = "method."  # saved tensors of the method's own state (heads, centroids), beside the backbone's
 
 
 def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None) -> Dataset:
@@ -53,6 +62,30 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None) -> Da
     return Dataset(x, labels, classes, "image" if x.ndim == 4 else "table", "X")
 
 
+def _method_can_predict(estimator: "SelfSupervised") -> bool:
+    """``available_if`` check: the fitted method (or, before fitting, the configured one) has ``predict``.
+
+    Raises AttributeError with the reason, which ``hasattr(estimator, "predict")`` turns into False and a
+    call to ``estimator.predict`` shows to the user.
+    """
+    if "method_" in vars(estimator):
+        if estimator.method_ is None:
+            raise AttributeError("predict: this estimator was saved without its method's state (fit it again)")
+        cls = type(estimator.method_)
+    else:
+        try:
+            cls = METHODS.get(estimator.method)
+        except SelfmetaError:
+            raise AttributeError(f"predict: unknown method {estimator.method!r}") from None
+    if not callable(getattr(cls, "predict", None)):
+        able = [n for n in METHODS.names() if callable(getattr(METHODS.get(n), "predict", None))]
+        raise AttributeError(
+            f"method {estimator.method!r} learns features, not clusters: it has no predict; use transform, or a "
+            f"clustering method with predict ({', '.join(able) or 'none registered'})"
+        )
+    return True
+
+
 class SelfSupervised(TransformerMixin, BaseEstimator):
     """Learn an encoder without labels; ``transform`` gives its frozen features.
 
@@ -68,6 +101,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         verbose: show a progress bar.
 
     Attributes:
+        method_: the trained method (its ``backbone`` is ``backbone_``; heads, centroids).
         backbone_: the trained normalization + encoder.
         n_features_out_: size of ``transform``'s output.
         history_: logged training records.
@@ -112,34 +146,70 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         cfg = self._config()
         data = as_dataset(X, self.input_shape)
         result = train(cfg, data, run_dir=None, progress=self.verbose)
-        self.backbone_ = result.method.backbone.cpu().eval()
+        self.method_ = result.method.cpu().eval()
+        self.backbone_ = self.method_.backbone
         self.description_ = describe(cfg, data)
         self.n_features_in_ = int(np.prod(data.input_shape))
         self.n_features_out_ = self.backbone_.num_features
         self.history_ = result.history
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
-        check_is_fitted(self, "backbone_")
+    def _checked_data(self, X: Any) -> Dataset:
         data = as_dataset(X, self.input_shape)
         if list(data.input_shape) != self.description_["input_shape"]:
             raise SelfmetaError(
                 f"X has items of shape {data.input_shape}; the model was fitted on {tuple(self.description_['input_shape'])}"
             )
-        device = "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-        features = embed(self.backbone_, data.x, device=device).numpy()
+        return data
+
+    def _device(self) -> str:
+        return "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "backbone_")
+        data = self._checked_data(X)
+        features = embed(self.backbone_, data.x, device=self._device()).numpy()
         self.backbone_.cpu()
         return features
+
+    @available_if(_method_can_predict)
+    def predict(self, X: Any, batch_size: int = 1024) -> np.ndarray:
+        """Cluster ids (N,) int64 of the items of X, from a clustering method's ``predict`` (e.g. ``dec``).
+
+        Only there when the method has ``predict``; otherwise ``hasattr(estimator, "predict")`` is False and
+        calling it raises scikit-learn's AttributeError, whose cause (shown first) says why.
+        """
+        check_is_fitted(self, "method_")
+        data = self._checked_data(X)
+        method = self.method_.to(self._device()).eval()
+        device = next(method.parameters()).device
+        try:
+            with torch.no_grad():
+                ids = [method.predict(to_unit(data.x[i : i + batch_size].to(device))).cpu()
+                       for i in range(0, len(data), batch_size)]
+        finally:
+            method.cpu()
+        return torch.cat(ids).numpy().astype(np.int64)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "backbone_")
         return np.array([f"selfsupervised{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def save(self, path: str | Path) -> None:
-        """Save the fitted estimator to one ``.safetensors`` file (weights + parameters as metadata)."""
+        """Save the fitted estimator to one ``.safetensors`` file (weights + parameters as metadata).
+
+        The backbone's tensors keep their names; the rest of the method's state (projection heads, DEC's
+        centroids, pseudo-labels, MoCo's queue) is stored beside them as ``method.<name>``, so that ``load``
+        rebuilds the whole method and ``predict`` works after loading.
+        """
         check_is_fitted(self, "backbone_")
-        description = {**self.description_, "params": self.get_params(), "n_features_in": self.n_features_in_}
-        save_weights(Path(path), self.backbone_.state_dict(), description)
+        method = getattr(self, "method_", None)
+        description = {**self.description_, "params": self.get_params(), "n_features_in": self.n_features_in_,
+                       "method_state": method is not None}
+        tensors = dict(self.backbone_.state_dict())
+        if method is not None:
+            tensors.update({METHOD_PREFIX + k: v for k, v in method.state_dict().items() if not k.startswith("backbone.")})
+        save_weights(Path(path), tensors, description)
 
     @classmethod
     def load(cls, path: str | Path) -> "SelfSupervised":
@@ -151,9 +221,30 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         if params.get("input_shape") is not None:
             params["input_shape"] = tuple(params["input_shape"])
         estimator = cls(**params)
-        estimator.backbone_ = rebuild_backbone(description, state)
+        backbone_state = {k: v for k, v in state.items() if not k.startswith(METHOD_PREFIX)}
+        method_state = {k[len(METHOD_PREFIX) :]: v for k, v in state.items() if k.startswith(METHOD_PREFIX)}
+        with_method = description.pop("method_state", False)  # files saved before the method was kept have none
+        with torch.random.fork_rng(devices=[]):  # building draws random initial weights: leave the caller's RNG alone
+            estimator.backbone_ = rebuild_backbone(description, backbone_state)
+            estimator.method_ = estimator._rebuild_method(description, method_state) if with_method else None
+        if estimator.method_ is not None:
+            estimator.backbone_ = estimator.method_.backbone
         estimator.n_features_in_ = description.pop("n_features_in")
         estimator.description_ = description
         estimator.n_features_out_ = estimator.backbone_.num_features
         estimator.history_ = []
         return estimator
+
+    def _rebuild_method(self, description: dict[str, Any], method_state: dict[str, torch.Tensor]) -> Method:
+        """The method as ``fit`` built it (``build_method``), with the saved backbone and method tensors."""
+        shape = tuple(description["input_shape"])
+        # A placeholder data set of the right shape and modality: every statistic build_method derives from
+        # the data (normalization, table-view scales) is a buffer, overwritten by the saved state below.
+        placeholder = Dataset(torch.zeros((2, *shape)), None, [], description["modality"], "saved")
+        method = build_method(self._config(), placeholder)
+        state = {**{f"backbone.{k}": v for k, v in self.backbone_.state_dict().items()}, **method_state}
+        try:
+            method.load_state_dict(state)
+        except RuntimeError as exc:
+            raise SelfmetaError(f"the saved method state does not fit method {self.method!r}: {exc}".splitlines()[0]) from None
+        return method.eval()

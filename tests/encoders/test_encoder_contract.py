@@ -16,15 +16,6 @@ SHAPES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny batches run fastest on one thread; two OpenMP threads spin badly when the CPUs are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def batch_size(name: str) -> int:
     return 2 if name == "resnet18" else 4
 

@@ -24,14 +24,6 @@ from selfmeta.methods.simclr import SimCLR
 STEPS_PER_EPOCH = 1438 // 128  # digits train split, batch 128
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two cores shared with other test runs: one intra-op thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def digits():

@@ -25,14 +25,6 @@ from selfmeta.evaluation import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def blobs(n_per_class: int, classes: int = 3, d: int = 6, seed: int = 0, spread: float = 0.3):
     """Classes around orthogonal directions, far apart in both Euclidean and cosine terms."""
     rng = np.random.default_rng(seed)

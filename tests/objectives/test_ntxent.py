@@ -11,14 +11,6 @@ import torch.nn.functional as F
 from selfmeta.objectives import nt_xent
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def naive_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
     """Chen et al. 2020, eq. 1, one anchor at a time, in Python floats."""
     z = torch.cat([z1, z2]).double().tolist()

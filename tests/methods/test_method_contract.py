@@ -14,13 +14,6 @@ from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, StepOutput
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def tiny(modality: str) -> Dataset:
     g = torch.Generator().manual_seed(0)
