@@ -282,3 +282,19 @@ def test_embed_bad_suffix(cli, trained, tmp_path):
     assert_user_error(cli("embed", trained[2], "--data", "digits", "--out", "f.txt"), ".npy or .parquet")
     assert not (tmp_path / "f.txt").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_options_and_flags_in_any_order(cli, tmp_path):
+    # key=value options after flags, between flags and before them: as users type them.
+    proc = cli("pretrain", "batch_size=128", "--data", "digits", "--out", "run", "--no-progress", "views.hflip=0",
+               "--epochs", "1", "log_every=1", check=True)
+    assert one_json(proc.stdout)["steps"] == DIGITS_TRAIN // 128
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["batch_size"] == 128 and config["view_options"] == {"hflip": 0} and config["log_every"] == 1
+
+
+def test_usage_errors_are_one_line(cli):
+    assert_user_error(cli("pretrain", "--data", "digits", "--out", "run", "--epochs", "1", "--bogus"), "--bogus")
+    assert_user_error(cli("pretrain", "--data", "digits", "--out", "run", "--epochs", "x"), "invalid int value")
+    assert_user_error(cli("evaluate", "run", "--data", "digits", "--protocol", "linear", "oops=1"), "oops=1")
+    assert_user_error(cli("frobnicate"), "invalid choice")
