@@ -100,7 +100,7 @@ def test_list_shows_formats_encoders_methods(cli):
     for name in ("conv4", "mlp", "resnet18"):
         assert f"  {name} " in encoders
     methods = out.split("methods:")[1]
-    assert "  simclr " in methods and "temperature=0.2" in methods
+    assert "  simclr " in methods and "temperature=0.5" in methods
     assert "linear, knn, cluster" in out
 
 

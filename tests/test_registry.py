@@ -70,7 +70,7 @@ def test_builtin_methods():
     assert "simclr" in METHODS.names()
     simclr = METHODS.get("simclr")
     assert issubclass(simclr, Method) and simclr.description and simclr.paper
-    assert method_options(simclr) == {"temperature": 0.2, "proj_hidden": 512, "proj_dim": 128}
+    assert method_options(simclr) == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
     expected = ["barlow", "byol", "contrastive", "dec", "deepcluster", "moco", "reconstruction", "rotation",
                 "sela", "simclr", "triplet", "vicreg"]
     assert METHODS.names() == expected

@@ -44,6 +44,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from selfmeta.encoders import ENCODERS
+    from selfmeta.methods import METHODS
+
     parser = _Parser(prog="selfmeta", description="Learn features from unlabeled data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -55,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised pretraining", epilog="key=value examples: lr=1e-3 "
                        "batch_size=128 method.temperature=0.5 views.hflip=0 encoder.width=32 precision=bf16")
     _data_args(p, "train")
-    p.add_argument("--method", default=None, help="default: simclr")
-    p.add_argument("--encoder", default=None, help="default: conv4 for images, mlp for tables")
+    p.add_argument("--method", default=None, help=f"{' | '.join(METHODS.names())} (default: simclr)")
+    p.add_argument("--encoder", default=None,
+                   help=f"{' | '.join(ENCODERS.names())} (default: conv4 for images, mlp for tables)")
     p.add_argument("--out", required=True, help="run directory to create (or to resume)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None)

@@ -21,7 +21,9 @@ class SimCLR(Method):
     so the negatives are the global batch, as in the paper's TPU implementation.
 
     Args:
-        temperature: NT-Xent temperature; 0.1-0.5 is the usual range (smaller is sharper).
+        temperature: NT-Xent temperature; 0.1-0.5 is the usual range (smaller is sharper). 0.5 suits batches
+            of a few hundred: on MNIST's validation split it gave 95.1% 10-labels-per-class accuracy after
+            3 epochs against 93.5% for 0.2 and 91.4% for 0.1 (BENCHMARKS.md).
         proj_hidden, proj_dim: projection head widths.
     """
 
@@ -29,7 +31,7 @@ class SimCLR(Method):
     paper = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
 
     def __init__(
-        self, backbone: Backbone, views: Views, temperature: float = 0.2, proj_hidden: int = 512, proj_dim: int = 128
+        self, backbone: Backbone, views: Views, temperature: float = 0.5, proj_hidden: int = 512, proj_dim: int = 128
     ) -> None:
         super().__init__(backbone, views)
         self.temperature = temperature
