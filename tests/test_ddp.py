@@ -47,7 +47,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["world_size"] == 2 and config["config"]["batch_size"] == 64
     summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert summaries and all(json.loads(s)["steps"] == steps for s in summaries)
+    assert len(summaries) == 1 and json.loads(summaries[0])["steps"] == steps  # printed by rank 0 only
 
 
 # Methods trained for one epoch by two processes: every rank must end with the same parameters.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -113,6 +114,8 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     cfg = TrainConfig.from_dict(values)
     info = {"path": str(args.data), "format": args.format, "split": args.split, "items": len(data)}
     result = train(cfg, data, out, resume=args.resume, progress=not args.no_progress, data_info=info)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun one summary is enough (the group is ended)
+        return
     print(json.dumps({"run_dir": str(out), "steps": result.steps, "epochs": round(result.epochs_done, 3),
                       "seconds": round(result.elapsed, 1), "stopped_by": result.stopped_by,
                       "final_loss": result.history[-1]["loss"] if result.history else None}))

@@ -31,10 +31,24 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def init_from_env(device: torch.device) -> None:
-    """Join the process group that torchrun describes; a no-op when WORLD_SIZE is unset or 1."""
+def init_from_env(device: torch.device) -> bool:
+    """Join the process group that torchrun describes; a no-op when WORLD_SIZE is unset or 1.
+
+    Returns True when this call created the group: the caller then ends it with :func:`shutdown`.
+    """
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not is_distributed():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        return True
+    return False
+
+
+def shutdown(wait: bool = True) -> None:
+    """End the process group: after a barrier (``wait``), so that no rank exits while another still talks
+    to it. Leaving the group to the interpreter's exit makes gloo abort processes (SIGABRT) at random."""
+    if is_distributed():
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
 
 
 def all_gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -151,7 +151,21 @@ def train(
     if run_dir is not None:
         prepare_run_dir(run_dir, resume)
     device = resolve_device(cfg.device)
-    distributed.init_from_env(device)
+    own_group = distributed.init_from_env(device)
+    finished = False
+    try:
+        result = _train(cfg, data, run_dir, resume, progress, data_info)
+        finished = True
+        return result
+    finally:
+        if own_group:
+            distributed.shutdown(wait=finished)  # after an error other ranks may be gone: no barrier
+
+
+def _train(
+    cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume: bool, progress: bool,
+    data_info: dict[str, Any] | None,
+) -> TrainResult:
     device = resolve_device(cfg.device)  # picks the local GPU once the group exists
     rank, world = distributed.rank(), distributed.world_size()
     main = distributed.is_main()
