@@ -38,3 +38,36 @@ def cli(tmp_path):
         return proc
 
     return run
+
+
+def _rank_main(rank: int, work, world: int, init_file: str, out_dir: str) -> None:
+    """One spawned process: join a gloo group, save ``work(rank, world)``, leave the group."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result = work(rank, world)
+        result["world"] = dist.get_world_size()
+        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture
+def spawn_ranks(tmp_path):
+    """Run ``work(rank, world) -> dict of tensors`` in ``world`` gloo processes; return every rank's dict.
+
+    ``work`` must be picklable: a module-level function, or a functools.partial of one.
+    """
+
+    def run(work, world: int = 2) -> list[dict]:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_rank_main, args=(work, world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+        ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
+        assert all(r.pop("world") == world for r in ranks)
+        return ranks
+
+    return run
+

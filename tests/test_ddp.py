@@ -83,35 +83,20 @@ def _problem(batch: int = 8):
     return layer, x1, x2
 
 
-def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        layer, x1, x2 = _problem()
-        b = len(x1) // world
-        mine = slice(rank * b, (rank + 1) * b)
-        z1, z2 = layer(x1[mine]), layer(x2[mine])
-        all_z1, all_z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)
-        loss = nt_xent(z1, z2, TEMPERATURE, all_z1, all_z2, offset=distributed.rank() * b)
-        loss.backward()
-        torch.save(
-            {"loss": loss.detach(), "weight": layer.weight.grad, "bias": layer.bias.grad,
-             "all_z1": all_z1.detach(), "world": distributed.world_size()},
-            Path(out_dir) / f"rank{rank}.pt",
-        )
-    finally:
-        dist.destroy_process_group()
+def _gather_work(rank: int, world: int) -> dict:
+    layer, x1, x2 = _problem()
+    b = len(x1) // world
+    mine = slice(rank * b, (rank + 1) * b)
+    z1, z2 = layer(x1[mine]), layer(x2[mine])
+    all_z1, all_z2 = distributed.all_gather_with_grad(z1), distributed.all_gather_with_grad(z2)
+    loss = nt_xent(z1, z2, TEMPERATURE, all_z1, all_z2, offset=distributed.rank() * b)
+    loss.backward()
+    return {"loss": loss.detach(), "weight": layer.weight.grad, "bias": layer.bias.grad, "all_z1": all_z1.detach()}
 
 
-def test_gather_with_grad_gives_the_full_batch_gradient(tmp_path):
-    import torch.multiprocessing as mp
-
+def test_gather_with_grad_gives_the_full_batch_gradient(spawn_ranks):
     world = 2
-    mp.spawn(_gather_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
-    assert all(r["world"] == world for r in ranks)
+    ranks = spawn_ranks(_gather_work, world)
 
     layer, x1, x2 = _problem()
     full_loss = nt_xent(layer(x1), layer(x2), TEMPERATURE)

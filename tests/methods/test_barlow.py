@@ -4,42 +4,20 @@ processes."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
-from torch import nn
+from method_testing import assert_ranks_give_the_full_batch, global_batch_work, tiny_parts
 
-from selfmeta import distributed
-from selfmeta.data.views import TableViews
-from selfmeta.encoders import Backbone, Normalize, build_encoder
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS
 from selfmeta.methods.barlow import BarlowTwins
 from selfmeta.objectives.barlow import barlow_twins_loss, cross_correlation
 
 
-
-D = 6
-
-
-class ScaledViews(nn.Module):
-    """Deterministic views: the k-th call returns x * (1 + k / 10) + k / 10."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x * (1 + self.calls / 10) + self.calls / 10
-
-
 def tiny_barlow(**options) -> BarlowTwins:
-    torch.manual_seed(0)
-    encoder = build_encoder("mlp", (D,), widths=(8,))
-    backbone = Backbone(Normalize(torch.zeros(1, D), torch.ones(1, D)), encoder)
-    views = TableViews((D,), mean=torch.zeros(D), std=torch.ones(D))
+    backbone, views = tiny_parts()
     return BarlowTwins(backbone, views, **{"proj_hidden": 8, "proj_dim": 5, **options})
 
 
@@ -100,52 +78,7 @@ def test_options_are_validated_and_registered():
         tiny_barlow(lambd=-1.0)
 
 
-def _deterministic(method: BarlowTwins) -> BarlowTwins:
-    """Same weights on every rank, views without randomness, no per-process batch statistics in the network."""
-    method.projector = nn.Linear(8, 5)
-    method.views = ScaledViews()
-    return method.eval()  # the encoder's batch norm uses its running statistics
-
-
-def _batch() -> torch.Tensor:
-    return torch.randn(8, D, generator=torch.Generator().manual_seed(4))
-
-
-def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        method = _deterministic(tiny_barlow())
-        b = 8 // world
-        out = method(_batch()[rank * b : (rank + 1) * b], torch.arange(b))
-        out.loss.backward()
-        grads = {n: p.grad for n, p in method.named_parameters() if p.requires_grad}
-        torch.save({"loss": out.loss.detach(), "grads": grads, "world": distributed.world_size()},
-                   Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
-def test_two_processes_give_the_full_batch_loss_and_gradient(tmp_path):
-    import torch.multiprocessing as mp
-
-    world = 2
-    mp.spawn(_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
-    assert all(r["world"] == world for r in ranks)
-
-    method = _deterministic(tiny_barlow())
-    full = method(_batch(), torch.arange(8)).loss
-    full.backward()
-    for r in ranks:
-        assert r["loss"].item() == pytest.approx(full.item(), rel=1e-5)
-    for name, p in method.named_parameters():
-        if p.requires_grad:  # DDP averages the ranks' gradients
-            torch.testing.assert_close(sum(r["grads"][name] for r in ranks) / world, p.grad, rtol=1e-4, atol=1e-6)
-
-    # Control: each rank's half-batch statistics alone give another loss.
-    half = _deterministic(tiny_barlow())(_batch()[:4], torch.arange(4)).loss
-    assert half.item() != pytest.approx(full.item(), rel=1e-3)
+def test_two_processes_give_the_full_batch_loss_and_gradient(spawn_ranks):
+    ranks = spawn_ranks(partial(global_batch_work, tiny_barlow))
+    assert_ranks_give_the_full_batch(tiny_barlow, ranks)

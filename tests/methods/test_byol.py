@@ -6,10 +6,9 @@ import math
 
 import pytest
 import torch
+from method_testing import D, ScaledViews, tiny_parts
 from torch import nn
 
-from selfmeta.data.views import TableViews
-from selfmeta.encoders import Backbone, Normalize, build_encoder
 from selfmeta.engine.optim import build_optimizer
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS
@@ -18,29 +17,9 @@ from selfmeta.methods.momentum import cosine_momentum, ema_update_, momentum_cop
 from selfmeta.objectives.byol import byol_loss, normalized_mse
 
 
-
-D = 6
-
-
 def tiny_byol(**options) -> BYOL:
-    torch.manual_seed(0)
-    encoder = build_encoder("mlp", (D,), widths=(8,))
-    backbone = Backbone(Normalize(torch.zeros(1, D), torch.ones(1, D)), encoder)
-    views = TableViews((D,), mean=torch.zeros(D), std=torch.ones(D))
+    backbone, views = tiny_parts()
     return BYOL(backbone, views, **{"proj_hidden": 8, "proj_dim": 4, "pred_hidden": 8, **options})
-
-
-class ScaledViews(nn.Module):
-    """Deterministic views: the k-th call returns x * (1 + k / 10)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x * (1 + self.calls / 10)
-
 
 def naive_byol(p1, p2, z1, z2) -> float:
     """Grill et al. 2020, eq. 2, symmetrized: |p/|p| - z'/|z'||^2 element by element, in Python floats."""
@@ -92,7 +71,7 @@ def test_ema_update_rule():
 
 def test_forward_pairs_each_prediction_with_the_other_views_target():
     method = tiny_byol()
-    method.views = ScaledViews()
+    method.views = ScaledViews(offset=False)
     x = torch.randn(5, D, generator=torch.Generator().manual_seed(2))
     v = torch.cat([x * 1.1, x * 1.2])
     with torch.no_grad():

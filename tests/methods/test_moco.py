@@ -4,15 +4,11 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
+from method_testing import D, ScaledViews, tiny_parts
 
-from selfmeta import distributed
-from selfmeta.data.views import TableViews
-from selfmeta.encoders import Backbone, Normalize, build_encoder
 from selfmeta.engine.optim import build_optimizer
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS
@@ -20,30 +16,10 @@ from selfmeta.methods.moco import MoCo
 from selfmeta.objectives.infonce import info_nce
 
 
-
-D = 6  # input features of the tiny table problems
-
-
 def tiny_moco(**options) -> MoCo:
-    torch.manual_seed(0)
-    encoder = build_encoder("mlp", (D,), widths=(8,))
-    backbone = Backbone(Normalize(torch.zeros(1, D), torch.ones(1, D)), encoder)
-    views = TableViews((D,), mean=torch.zeros(D), std=torch.ones(D))
+    backbone, views = tiny_parts()
     options = {"proj_hidden": 8, "proj_dim": 4, "queue_size": 16, **options}
     return MoCo(backbone, views, **options)
-
-
-class ScaledViews(nn.Module):
-    """Deterministic views: the k-th call returns x * (1 + k / 10)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        return x * (1 + self.calls / 10)
-
 
 def naive_info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> float:
     """He et al. 2020, eq. 1, one query at a time, in Python floats."""
@@ -114,7 +90,7 @@ def test_queue_is_clipped_to_a_multiple_of_the_batch():
 
 def test_forward_uses_the_old_queue_then_enqueues_the_second_views_keys():
     method = tiny_moco(queue_size=16)
-    method.views = ScaledViews()
+    method.views = ScaledViews(offset=False)
     x = torch.randn(4, D, generator=torch.Generator().manual_seed(1))
     v = torch.cat([x * 1.1, x * 1.2])                      # the two views the forward will draw
     old_queue = method.queue.clone()
@@ -174,38 +150,27 @@ def test_options_are_validated_and_registered():
         tiny_moco(momentum=1.5)
 
 
-def _moco_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        method = tiny_moco()                                   # identical weights and queue on every rank
-        x = torch.randn(8, D, generator=torch.Generator().manual_seed(3))
-        mine = x[rank * 4 : (rank + 1) * 4]
-        views = torch.cat([mine * 1.1, mine * 1.2])            # this rank's two views, (2B, D)
-        method.eval()                                          # batch norm per item: shuffling must not matter
-        eval_k, eval_all_k = method.keys(views)
-        method.train()
-        torch.manual_seed(10 + rank)
-        train_k, _ = method.keys(views)
-        method.views = ScaledViews()
-        out = method(mine, torch.arange(4))
-        out.loss.backward()
-        torch.save({"eval_k": eval_k, "eval_all_k": eval_all_k, "train_k": train_k, "queue": method.queue,
-                    "queue_ptr": method.queue_ptr, "world": distributed.world_size()}, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+def _moco_work(rank: int, world: int) -> dict:
+    method = tiny_moco()                                   # identical weights and queue on every rank
+    x = torch.randn(8, D, generator=torch.Generator().manual_seed(3))
+    mine = x[rank * 4 : (rank + 1) * 4]
+    views = torch.cat([mine * 1.1, mine * 1.2])            # this rank's two views, (2B, D)
+    method.eval()                                          # batch norm per item: shuffling must not matter
+    eval_k, eval_all_k = method.keys(views)
+    method.train()
+    torch.manual_seed(10 + rank)
+    train_k, _ = method.keys(views)
+    method.views = ScaledViews(offset=False)
+    out = method(mine, torch.arange(4))
+    out.loss.backward()
+    return {"eval_k": eval_k, "eval_all_k": eval_all_k, "train_k": train_k, "queue": method.queue,
+            "queue_ptr": method.queue_ptr}
 
 
 @pytest.mark.slow
-def test_two_processes_share_the_queue_and_shuffle_the_key_batch(tmp_path):
-    import torch.multiprocessing as mp
-
+def test_two_processes_share_the_queue_and_shuffle_the_key_batch(spawn_ranks):
     world = 2
-    mp.spawn(_moco_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
-    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world)]
-    assert all(r["world"] == world for r in ranks)
+    ranks = spawn_ranks(_moco_work, world)
 
     method = tiny_moco()
     initial_queue = method.queue.clone()
