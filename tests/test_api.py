@@ -179,7 +179,7 @@ def test_nan_at_transform_is_refused(fitted, digits):
 
 # --- predict, for methods that cluster -------------------------------------------------------------------
 
-DEC_PARAMS = dict(PARAMS, method="dec", method_options={"num_clusters": 10}, epochs=1)
+DEC_PARAMS = dict(PARAMS, method="dec", method_options={"num_clusters": 10, "warmup_epochs": 0}, epochs=1)
 
 
 @pytest.fixture(scope="module")

@@ -149,6 +149,7 @@ def table_data(n=96, d=12):
 
 
 def build(data, **options):
+    options = {"warmup_epochs": 0, "contrast_weight": 0.0, **options}  # plain DEC unless a test says otherwise
     cfg = TrainConfig(method="dec", encoder="mlp", epochs=1, batch_size=32, device="cpu",
                       encoder_options={"widths": [32, 16]}, method_options=options)
     return build_method(cfg, data)
@@ -213,6 +214,28 @@ def test_step_trains_encoder_and_centroids():
     assert all(p.grad is not None for p in method.backbone.encoder.parameters())
 
 
+def test_warmup_trains_the_contrastive_term_alone_then_kmeans_places_the_centroids():
+    data = table_data()
+    torch.manual_seed(0)
+    method = build(data, num_clusters=4, warmup_epochs=2, contrast_weight=0.5)
+    x, index = data.x[:32], torch.arange(32)
+    for epoch in (0, 1):
+        method.on_epoch_start(epoch, data)
+        assert int(method.initialized) == 0
+        out = method(x, index)
+        assert set(out.logs) == {"contrast", "pos_sim"}
+        assert out.loss.item() == pytest.approx(0.5 * out.logs["contrast"], rel=1e-5)
+    with pytest.raises(SelfmetaError, match="warmup_epochs"):
+        method.predict(x)
+    method.on_epoch_start(2, data)
+    assert int(method.initialized) == 1
+    out = method(x, index)
+    assert set(out.logs) == {"contrast", "pos_sim", "kl", "balance", "clusters_used"}
+    assert out.loss.item() == pytest.approx(0.5 * out.logs["contrast"] + out.logs["kl"] + out.logs["balance"], rel=1e-4)
+    out.loss.backward()
+    assert method.centroids.grad.abs().sum() > 0 and method.projector[0].weight.grad.abs().sum() > 0
+
+
 def test_clear_errors():
     data = table_data()
     method = build(data, num_clusters=4)
@@ -222,6 +245,6 @@ def test_clear_errors():
         method.predict(data.x[:4])
     with pytest.raises(SelfmetaError, match="at least"):
         build(data, num_clusters=20).on_epoch_start(0, Dataset(data.x[:10], None, [], "table", "ten"))
-    for bad in ({"num_clusters": 1}, {"alpha": 0}, {"beta": -1}):
+    for bad in ({"num_clusters": 1}, {"alpha": 0}, {"beta": -1}, {"warmup_epochs": -1}, {"contrast_weight": -1}):
         with pytest.raises(SelfmetaError, match=next(iter(bad))):
             build(data, **bad)

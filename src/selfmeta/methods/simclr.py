@@ -41,12 +41,20 @@ class SimCLR(Method):
         b = x.shape[0]
         views = torch.cat([self.views(x), self.views(x)])     # (2B, ...): one forward pass for both views
         z = self.projector(self.backbone(views)).float()      # (2B, proj_dim)
-        z1, z2 = z[:b], z[b:]
-        all_z1 = distributed.all_gather_with_grad(z1)         # (W*B, proj_dim)
-        all_z2 = distributed.all_gather_with_grad(z2)
-        # The similarities and softmax stay in fp32 under bf16 autocast: logits / 0.2 need the precision.
-        with torch.autocast(z.device.type, enabled=False):
-            loss = nt_xent(z1, z2, self.temperature, all_z1, all_z2, offset=distributed.rank() * b)
-        with torch.no_grad():
-            pos = F.cosine_similarity(z1, z2).mean()
-        return StepOutput(loss, {"pos_sim": float(pos)})
+        loss, pos = global_nt_xent(z[:b], z[b:], self.temperature)
+        return StepOutput(loss, {"pos_sim": pos})
+
+
+def global_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> tuple[torch.Tensor, float]:
+    """NT-Xent of this rank's pairs (B, D) against the global batch, and the mean positive cosine similarity.
+
+    Projections are gathered from all ranks with gradient; the similarities and softmax stay in fp32 under
+    bf16 autocast (logits / 0.2 need the precision).
+    """
+    all_z1 = distributed.all_gather_with_grad(z1)             # (W*B, D)
+    all_z2 = distributed.all_gather_with_grad(z2)
+    with torch.autocast(z1.device.type, enabled=False):
+        loss = nt_xent(z1, z2, temperature, all_z1, all_z2, offset=distributed.rank() * z1.shape[0])
+    with torch.no_grad():
+        pos = F.cosine_similarity(z1, z2).mean()
+    return loss, float(pos)
