@@ -53,7 +53,7 @@ def test_empty_registry_message():
 
 
 def test_builtin_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "parquet"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet"]
     for name in SOURCES.names():
         cls = SOURCES.get(name)
         assert issubclass(cls, DataSource) and cls.name == name and cls.description

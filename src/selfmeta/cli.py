@@ -3,7 +3,11 @@
     selfmeta quickstart [--out DIR]
     selfmeta pretrain --data PATH --method simclr --encoder conv4 --out RUN_DIR [--epochs N | --time-budget S]
                       [--config FILE] [key=value ...] [--resume]
+    selfmeta metatrain --data PATH --method protonet|maml|fomaml|metasgd|reptile|triplet|contrastive
+                       --ways N --shots K --queries Q --encoder conv4 --out RUN_DIR [--time-budget S | --steps N]
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
+    selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
+                      [--adapt prototype|logreg|finetune]
     selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
     selfmeta download mnist|cifar10 [--root DIR]
     selfmeta list
@@ -21,13 +25,14 @@ from typing import NoReturn
 
 import numpy as np
 
+from selfmeta.data.dataset import SPLITS
 from selfmeta.errors import SelfmetaError
 
 
 def _data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data", required=True, help="a path (folder, .zip, .csv, .parquet...) or 'digits'")
     p.add_argument("--format", default=None, help="override format detection (see `selfmeta list`)")
-    p.add_argument("--split", default=split, choices=("train", "test", "all"), help=f"default: {split}")
+    p.add_argument("--split", default=split, choices=SPLITS, help=f"default: {split}")
     p.add_argument("--label-column", default=None, help="tables: the label column (default: label/target/class)")
 
 
@@ -45,8 +50,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+def _training_args(p: argparse.ArgumentParser, methods: str, encoders: list[str]) -> None:
+    _data_args(p, "train")
+    p.add_argument("--method", default=None, help=methods)
+    p.add_argument("--encoder", default=None, help=f"{' | '.join(encoders)} (default: conv4 for images, mlp for tables)")
+    p.add_argument("--out", required=True, help="run directory to create (or to resume)")
+    length = p.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=int, default=None)
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps")
+    length.add_argument("--time-budget", type=float, default=None, help="seconds of training; stops cleanly and saves")
+    p.add_argument("--config", default=None, help="JSON (or TOML) file of options")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. lr=1e-3 method.temperature=0.5")
+
+
+def _episode_args(p: argparse.ArgumentParser, queries: int) -> None:
+    p.add_argument("--ways", type=int, default=None, help="N classes per episode (default: 5)")
+    p.add_argument("--shots", type=int, default=None, help="K labelled items per class (default: 1)")
+    p.add_argument("--queries", type=int, default=None, help=f"Q items to classify per class (default: {queries})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from selfmeta.encoders import ENCODERS
+    from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS
 
     parser = _Parser(prog="selfmeta", description="Learn features from unlabeled data.")
@@ -59,25 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="self-supervised pretraining", epilog="key=value examples: lr=1e-3 "
                        "batch_size=128 method.temperature=0.5 views.hflip=0 encoder.width=32 precision=bf16")
-    _data_args(p, "train")
-    p.add_argument("--method", default=None, help=f"{' | '.join(METHODS.names())} (default: simclr)")
-    p.add_argument("--encoder", default=None,
-                   help=f"{' | '.join(ENCODERS.names())} (default: conv4 for images, mlp for tables)")
-    p.add_argument("--out", required=True, help="run directory to create (or to resume)")
-    length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=int, default=None)
-    length.add_argument("--time-budget", type=float, default=None, help="seconds of training; stops cleanly and saves")
-    p.add_argument("--config", default=None, help="JSON (or TOML) file of options")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="options, e.g. lr=1e-3 method.temperature=0.5")
+    _training_args(p, f"{' | '.join(METHODS.names())} (default: simclr)", ENCODERS.names())
+
+    p = sub.add_parser("metatrain", help="episodic meta-training on labelled classes", epilog="key=value "
+                       "examples: lr=1e-3 method.inner_steps=5 method.inner_lr=0.4 method.distance=cosine")
+    _training_args(p, f"{' | '.join(METALEARNERS.names())} (default: protonet)", ENCODERS.names())
+    _episode_args(p, queries=15)
+    p.add_argument("--tasks-per-step", type=int, default=None, help="episodes per step and process (default: 32)")
 
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
-    p.add_argument("--protocol", required=True, help="linear | knn | cluster")
+    p.add_argument("--protocol", required=True, help="linear | knn | cluster | fewshot")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
+    _episode_args(p, queries=15)
+    p.add_argument("--episodes", type=int, default=2000, help="fewshot: episodes drawn with a fixed seed")
+    p.add_argument("--adapt", default="prototype", help="fewshot: prototype | logreg | finetune (a meta-learner's "
+                   "own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
 
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
     p.add_argument("run_dir")
@@ -93,6 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    _train_command(args, {})
+
+
+def cmd_metatrain(args: argparse.Namespace) -> None:
+    given = {"ways": args.ways, "shots": args.shots, "queries": args.queries, "tasks_per_step": args.tasks_per_step}
+    _train_command(args, {"tasks": "labels", **{k: v for k, v in given.items() if v is not None}})
+
+
+def _train_command(args: argparse.Namespace, episode: dict) -> None:
+    """pretrain (``episode`` empty) and metatrain (``episode``: the tasks and the episode flags given)."""
     from selfmeta.engine.config import TrainConfig, apply_overrides, read_config_file
     from selfmeta.engine.trainer import CONFIG, train
 
@@ -101,14 +137,19 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
         values = json.loads((out / CONFIG).read_text())["config"]
     else:
         values = read_config_file(args.config) if args.config else {}
+    if episode:
+        values.setdefault("method", "protonet")
+        values.update(episode)
     for key in ("method", "encoder"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     # --epochs or --time-budget on the command line sets the run's length alone; a config file may set both.
     if args.epochs is not None:
-        values.update(epochs=args.epochs, time_budget=None)
+        values.update(epochs=args.epochs, steps=None, time_budget=None)
+    if args.steps is not None:
+        values.update(epochs=None, steps=args.steps, time_budget=None)
     if args.time_budget is not None:
-        values.update(epochs=None, time_budget=args.time_budget)
+        values.update(epochs=None, steps=None, time_budget=args.time_budget)
     values = apply_overrides(values, args.overrides)
     data = _load(args)
     values.setdefault("encoder", "conv4" if data.modality == "image" else "mlp")
@@ -130,21 +171,56 @@ def _features(run_dir: str, data) -> np.ndarray:
     return embed(backbone, data.x).numpy()
 
 
+def _fewshot(args: argparse.Namespace, test) -> dict:
+    import time
+
+    import torch
+
+    from selfmeta.data.episodes import EpisodeSpec
+    from selfmeta.encoders import to_unit
+    from selfmeta.engine.model import check_compatible, load_backbone, load_learner
+    from selfmeta.evaluation.fewshot import (
+        ADAPTATIONS, episode_accuracy, fewshot_episodes, learner_episode_accuracy, summarize,
+    )
+
+    if args.adapt not in ADAPTATIONS:
+        raise SelfmetaError(f"unknown adaptation {args.adapt!r}; valid: {', '.join(ADAPTATIONS)}")
+    spec = EpisodeSpec(args.ways or 5, args.shots or 1, args.queries or 15)
+    start = time.perf_counter()
+    episodes = fewshot_episodes(test.require_labels(), spec, args.episodes)
+    _, description = load_backbone(args.run_dir)
+    check_compatible(description, test)
+    learner = load_learner(args.run_dir, test) if args.adapt == "finetune" else None
+    if learner is not None:  # the meta-learner's own adaptation, on raw items
+        accuracy = learner_episode_accuracy(learner.adapt_predict, lambda index: to_unit(test.x[index]),
+                                            episodes, spec.shots)
+        how = f"{description['method']} adaptation"
+    else:
+        accuracy = episode_accuracy(torch.from_numpy(_features(args.run_dir, test)), episodes, spec.shots, args.adapt)
+        how = args.adapt
+    return {"protocol": "fewshot", "ways": spec.ways, "shots": spec.shots, "queries": spec.queries,
+            "episodes": args.episodes, "adapt": args.adapt, "adaptation": how, **summarize(accuracy),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.engine.checkpoint import atomic_write
     from selfmeta.evaluation import PROTOCOLS, run_protocol
 
-    if args.protocol not in PROTOCOLS:
-        raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if args.protocol not in (*PROTOCOLS, "fewshot"):
+        raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join((*PROTOCOLS, 'fewshot'))}")
     test = _load(args)
-    test_y = test.require_labels().numpy()
-    train_x = train_y = None
-    if args.protocol != "cluster":
-        train = _load(args, "train")
-        train_y = train.require_labels().numpy()
-        train_x = _features(args.run_dir, train)
-    result = run_protocol(args.protocol, train_x, train_y, _features(args.run_dir, test), test_y,
-                          args.labels_per_class, args.seeds)
+    if args.protocol == "fewshot":
+        result = _fewshot(args, test)
+    else:
+        test_y = test.require_labels().numpy()
+        train_x = train_y = None
+        if args.protocol != "cluster":
+            train = _load(args, "train")
+            train_y = train.require_labels().numpy()
+            train_x = _features(args.run_dir, train)
+        result = run_protocol(args.protocol, train_x, train_y, _features(args.run_dir, test), test_y,
+                              args.labels_per_class, args.seeds)
     result = {**result, "split": args.split, "data": str(args.data)}
     text = json.dumps(result)
     run_dir = Path(args.run_dir)
@@ -209,7 +285,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(Path(args.out) if args.out else None, epochs=args.epochs)
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "evaluate": cmd_evaluate, "embed": cmd_embed, "download": cmd_download,
+COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed, "download": cmd_download,
             "list": cmd_list, "quickstart": cmd_quickstart}
 
 
@@ -217,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting positionals at the first flag: take key=value options wherever they stand.
-    if extra and args.command == "pretrain" and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and args.command in ("pretrain", "metatrain") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

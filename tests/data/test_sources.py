@@ -703,11 +703,11 @@ def test_undetectable_format(tmp_path):
 def test_unknown_split(tmp_path):
     with pytest.raises(SelfmetaError, match="unknown split 'validation'") as info:
         load_data("digits", "validation")
-    assert "train, test, all" in str(info.value)
+    assert "train, val, test, all" in str(info.value)
 
 
 def test_registered_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "parquet"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet"]
 
 
 # ---------------------------------------------------------------------------------------- as_dataset

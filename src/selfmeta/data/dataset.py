@@ -15,7 +15,9 @@ import torch
 from selfmeta.errors import SelfmetaError
 
 Modality = Literal["image", "table"]
-SPLITS = ("train", "test", "all")
+# Every split name ``load_data`` knows. Most sources have train/test/all only; "val" is for sources with a
+# fixed validation split of their own (omniglot), and the others refuse it (``DataSource.splits``).
+SPLITS = ("train", "val", "test", "all")
 
 # Sources without their own test split get this fixed, stratified one. Never tuned, never reshuffled.
 SPLIT_SEED = 0
@@ -71,6 +73,8 @@ class Dataset:
 
 def fixed_split(dataset: Dataset, split: str) -> Dataset:
     """The documented split for sources that have none: stratified, 20% test, seed 0."""
+    if split not in ("train", "test", "all"):
+        raise SelfmetaError(f"{dataset.name}: no {split!r} split here; valid: train, test, all")
     if split == "all":
         return dataset
     n = len(dataset)

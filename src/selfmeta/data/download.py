@@ -1,4 +1,4 @@
-"""Downloaders for MNIST and CIFAR-10 from their official addresses, verified by MD5, into a cache folder.
+"""Downloaders for MNIST, CIFAR-10 and Omniglot from their official addresses, verified by MD5, into a cache folder.
 
 The cache defaults to ``$SELFMETA_CACHE`` or ``~/.cache/selfmeta``. A download goes to a temporary file
 and is renamed only once its checksum matches, so a broken download never looks like a finished one.
@@ -31,6 +31,17 @@ MNIST = [
     RemoteFile("http://yann.lecun.com/exdb/mnist/t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
 ]
 CIFAR10 = RemoteFile("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a")
+# Lake et al.'s two zips, as the omniglot source reads them (not unpacked).
+OMNIGLOT = [
+    RemoteFile(
+        "https://github.com/brendenlake/omniglot/raw/master/python/images_background.zip",
+        "68d2efa1b9178cc56df9314c21c6e718",
+    ),
+    RemoteFile(
+        "https://github.com/brendenlake/omniglot/raw/master/python/images_evaluation.zip",
+        "6b91aef0f799c5bb55b94e3f2daec811",
+    ),
+]
 
 
 def cache_dir() -> Path:
@@ -85,4 +96,12 @@ def download_cifar10(root: Path | None = None) -> Path:
     return folder
 
 
-DOWNLOADERS = {"mnist": download_mnist, "cifar10": download_cifar10}
+def download_omniglot(root: Path | None = None) -> Path:
+    """Fetch images_background.zip and images_evaluation.zip; returns the folder to pass as ``--data``."""
+    folder = (root or cache_dir()) / "omniglot"
+    for remote in OMNIGLOT:
+        fetch(remote, folder)
+    return folder
+
+
+DOWNLOADERS = {"mnist": download_mnist, "cifar10": download_cifar10, "omniglot": download_omniglot}

@@ -19,10 +19,15 @@ class DataSource:
 
     Subclasses set ``name`` (the ``--format`` value) and ``description`` (shown by ``selfmeta list``).
     ``load`` raises :class:`SelfmetaError` on anything malformed: truncated, corrupt, empty.
+    ``splits`` lists the splits ``load`` serves (``load_data`` refuses the others with a clear error);
+    ``catch_all`` marks a format whose ``detect`` accepts almost anything (any folder): detection tries it last,
+    so that a folder in a more specific layout (omniglot's zips, IDX files) is not taken for it.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    splits: ClassVar[tuple[str, ...]] = ("train", "test", "all")
+    catch_all: ClassVar[bool] = False
 
     def detect(self, path: Path) -> bool:
         raise NotImplementedError
@@ -43,14 +48,15 @@ def detect_format(path: str | Path) -> str:
     path = Path(path)
     if not path.exists():
         raise SelfmetaError(f"no such file or folder: {path}")
-    for name in SOURCES.names():
+    # Alphabetical, catch-all formats last (sorted() is stable).
+    for name in sorted(SOURCES.names(), key=lambda name: SOURCES.get(name).catch_all):
         if SOURCES.get(name)().detect(path):
             return name
     raise SelfmetaError(f"cannot tell the data format of {path}; pass --format, one of: {', '.join(SOURCES.names())}")
 
 
 def load_data(path: str | Path, split: str = "train", format: str | None = None, **options: Any) -> Dataset:
-    """Load one split (``train``, ``test`` or ``all``) of the data at ``path``.
+    """Load one split (``train``, ``test`` or ``all``; ``val`` where the source has one) of the data at ``path``.
 
     Example::
 
@@ -63,6 +69,8 @@ def load_data(path: str | Path, split: str = "train", format: str | None = None,
 
     format = format or detect_format(path)
     source = SOURCES.get(format)()
+    if split not in source.splits:
+        raise SelfmetaError(f"the {format} format has no {split!r} split; valid: {', '.join(source.splits)}")
     if str(path) not in BUNDLED and not Path(path).exists():
         raise SelfmetaError(f"no such file or folder: {path}")
     return source.load(Path(str(path)), split, **options)

@@ -15,6 +15,7 @@ from typing import Any
 from selfmeta.errors import SelfmetaError
 
 NESTED = ("method_options", "view_options", "encoder_options")
+TASK_SOURCES = ("labels",)  # where episodes come from (selfmeta metatrain)
 _PREFIX = {"method": "method_options", "views": "view_options", "encoder": "encoder_options"}
 
 
@@ -22,7 +23,8 @@ _PREFIX = {"method": "method_options", "views": "view_options", "encoder": "enco
 class TrainConfig:
     method: str = "simclr"
     encoder: str = "conv4"
-    epochs: int | None = 100         # None: run until time_budget
+    epochs: int | None = 100         # None: run until time_budget (or steps)
+    steps: int | None = None         # total optimizer steps; overrides epochs (a time_budget still applies)
     time_budget: float | None = None  # seconds of training; stops cleanly and saves
     batch_size: int = 256            # per process; the global batch is batch_size * world size
     optimizer: str = "adamw"         # adamw | lars (SGD with LARS, as SimCLR's large-batch recipe)
@@ -34,6 +36,12 @@ class TrainConfig:
     precision: str = "fp32"          # fp32 | bf16 (autocast)
     channels_last: bool = True       # NHWC memory layout for image encoders: faster convolutions on CPU
     log_every: int = 20              # steps between metric records
+    # Episodic training (selfmeta metatrain): where tasks come from, and their shape. None: item batches.
+    tasks: str | None = None         # "labels": N-way K-shot episodes drawn from the data's classes
+    ways: int = 5                    # N classes per episode
+    shots: int = 1                   # K support items per class
+    queries: int = 15                # Q query items per class
+    tasks_per_step: int = 32         # episodes per optimizer step and process (the meta-batch)
     method_options: dict[str, Any] = field(default_factory=dict)
     view_options: dict[str, Any] = field(default_factory=dict)
     encoder_options: dict[str, Any] = field(default_factory=dict)
@@ -43,8 +51,14 @@ class TrainConfig:
         for key, valid in choices.items():
             if getattr(self, key) not in valid:
                 raise SelfmetaError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
-        if self.epochs is None and self.time_budget is None:
-            raise SelfmetaError("give epochs or a time budget")
+        if self.epochs is None and self.time_budget is None and self.steps is None:
+            raise SelfmetaError("give epochs, steps or a time budget")
+        if self.steps is not None and self.steps < 1:
+            raise SelfmetaError(f"steps must be at least 1, got {self.steps}")
+        if self.tasks is not None and self.tasks not in TASK_SOURCES:
+            raise SelfmetaError(f"unknown tasks {self.tasks!r}; valid: {', '.join(TASK_SOURCES)}")
+        if self.tasks_per_step < 1:
+            raise SelfmetaError(f"tasks_per_step must be at least 1, got {self.tasks_per_step}")
         if self.epochs is not None and self.epochs < 1:
             raise SelfmetaError(f"epochs must be at least 1, got {self.epochs}")
         if self.time_budget is not None and self.time_budget <= 0:
@@ -58,6 +72,8 @@ class TrainConfig:
     def base_lr(self) -> float:
         if self.lr is not None:
             return self.lr
+        if self.tasks is not None:
+            return 1e-3  # Adam's 1e-3, the meta-learning papers' outer learning rate
         return (2e-3 if self.optimizer == "adamw" else 0.3) * self.batch_size / 256
 
     @property

@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from selfmeta.data.dataset import Dataset
+from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.views import VIEWS
 from selfmeta.encoders import Backbone, Normalize, build_encoder, to_unit
 from selfmeta.engine.checkpoint import WEIGHTS, load_weights
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
+from selfmeta.meta import METALEARNERS
 from selfmeta.methods import METHODS, Method, method_options
 
 
 def build_method(cfg: TrainConfig, data: Dataset) -> Method:
-    """Normalization fitted on ``data``, the encoder, the modality's views, the method and its options."""
-    method_cls = METHODS.get(cfg.method)
+    """Normalization fitted on ``data``, the encoder, the modality's views, the method and its options.
+
+    With ``cfg.tasks`` set (episodic training) the method is a meta-learner, built with the episode shape.
+    """
+    registry = METALEARNERS if cfg.tasks is not None else METHODS
+    method_cls = registry.get(cfg.method)
     if data.modality not in method_cls.modalities:
-        valid = [n for n in METHODS.names() if data.modality in METHODS.get(n).modalities]
+        valid = [n for n in registry.names() if data.modality in registry.get(n).modalities]
         raise SelfmetaError(f"method {cfg.method!r} does not take {data.modality} data; use one of: {', '.join(valid)}")
     valid = method_options(method_cls)
     unknown = sorted(set(cfg.method_options) - set(valid))
@@ -34,6 +41,9 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     if data.modality == "table":
         view_kwargs.update(mean=normalize.mean, std=normalize.std)
     views = VIEWS.get(data.modality)(data.input_shape, **view_kwargs)
+    if cfg.tasks is not None:
+        spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
+        return method_cls(Backbone(normalize, encoder), views, spec, **cfg.method_options)
     return method_cls(Backbone(normalize, encoder), views, **cfg.method_options)
 
 
@@ -45,6 +55,7 @@ def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
         "input_shape": list(data.input_shape),
         "modality": data.modality,
         "method": cfg.method,
+        "tasks": cfg.tasks,
         "classes": data.classes,
     }
 
@@ -78,7 +89,10 @@ def load_backbone(run_dir: str | Path) -> tuple[Backbone, dict[str, Any]]:
 def embed(backbone: Backbone, x: torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu") -> torch.Tensor:
     """Frozen features (N, num_features) of raw items ``x``, computed in batches."""
     backbone = backbone.to(device).eval()
-    out = [backbone(to_unit(x[i : i + batch_size].to(device))).float().cpu() for i in range(0, len(x), batch_size)]
+    layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format  # faster convolutions on CPU
+    backbone = backbone.to(memory_format=layout)
+    out = [backbone(to_unit(x[i : i + batch_size].to(device)).contiguous(memory_format=layout)).float().cpu()
+           for i in range(0, len(x), batch_size)]
     return torch.cat(out)
 
 
@@ -88,3 +102,23 @@ def check_compatible(description: dict[str, Any], data: Dataset) -> None:
             f"the model was trained on inputs of shape {tuple(description['input_shape'])}, "
             f"the data has {data.input_shape}"
         )
+
+
+def load_learner(run_dir: str | Path, data: Dataset) -> Method | None:
+    """The whole trained method of an episodic run (meta-learner with its heads and learned rates), rebuilt
+    from ``config.json`` and the checkpoint, in eval mode; None for runs that are not episodic."""
+    from selfmeta.engine.checkpoint import CHECKPOINT, load_checkpoint
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not (run_dir.is_dir() and config_path.is_file() and (run_dir / CHECKPOINT).is_file()):
+        return None
+    values = json.loads(config_path.read_text())["config"]
+    if values.get("tasks") is None:
+        return None
+    learner = build_method(TrainConfig.from_dict(values), data)
+    try:
+        learner.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise SelfmetaError(f"{run_dir / CHECKPOINT} does not fit its config.json ({exc})".splitlines()[0]) from None
+    return learner.eval()

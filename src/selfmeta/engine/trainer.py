@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from selfmeta import __version__, distributed
 from selfmeta.data.dataset import Dataset
 from selfmeta.encoders import to_unit
+from selfmeta.engine.batches import batch_plan
 from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, atomic_write, load_checkpoint, save_checkpoint, save_weights
 from selfmeta.engine.config import TrainConfig
 from selfmeta.engine.model import build_method, describe
@@ -53,7 +54,7 @@ class TrainResult:
     steps: int
     epochs_done: float
     elapsed: float                         # seconds of training (resumed runs included)
-    stopped_by: str                        # "epochs" | "time_budget"
+    stopped_by: str                        # "epochs" | "steps" | "time_budget"
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -88,13 +89,6 @@ def set_rng_state(state: torch.Tensor, device: torch.device) -> None:
     torch.set_rng_state(state[:cpu_size].clone())
     if device.type == "cuda" and state.numel() > cpu_size:
         torch.cuda.set_rng_state(state[cpu_size:].clone(), device)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The permutation of the data for one epoch: a pure function of (seed, epoch), so resuming mid-epoch
-    replays exactly the same batches."""
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g)
 
 
 class _Metrics:
@@ -170,14 +164,10 @@ def _train(
     rank, world = distributed.rank(), distributed.world_size()
     main = distributed.is_main()
 
-    n = len(data)
-    global_batch = cfg.batch_size * world
-    if global_batch > n:
-        raise SelfmetaError(
-            f"batch size {cfg.batch_size} x {world} process(es) = {global_batch} is larger than the data ({n} items)"
-        )
-    steps_per_epoch = n // global_batch
-    total_steps = cfg.epochs * steps_per_epoch if cfg.epochs is not None else None
+    plan = batch_plan(cfg, data, world)
+    steps_per_epoch = plan.steps_per_epoch
+    total_steps = cfg.steps if cfg.steps is not None else (
+        cfg.epochs * steps_per_epoch if cfg.epochs is not None else None)
 
     seed_everything(cfg.seed)
     method = build_method(cfg, data).to(device)
@@ -256,21 +246,19 @@ def _train(
     try:
         while True:
             if total_steps is not None and step >= total_steps:
-                stopped_by = "epochs"
+                stopped_by = "steps" if cfg.steps is not None else "epochs"
                 break
             elapsed = elapsed_before + time.perf_counter() - start
             out_of_time = cfg.time_budget is not None and elapsed >= cfg.time_budget
             if distributed.any_rank(out_of_time, device):
                 stopped_by = "time_budget"
                 break
-            epoch, within = divmod(step, steps_per_epoch)
-            if within == 0 or epoch != current_epoch:  # a new epoch, or the first step after resuming
+            epoch = step // steps_per_epoch
+            if epoch != current_epoch:  # a new epoch, or the first step after resuming
                 current_epoch = epoch
-                order = epoch_order(n, cfg.seed, epoch)
                 method.on_epoch_start(epoch, data)
                 method.train()
-            begin = within * global_batch + rank * cfg.batch_size
-            index = order[begin : begin + cfg.batch_size]
+            index = plan.indices(step, rank)
             x = to_unit(data.x[index].to(device, non_blocking=True))
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -308,7 +296,7 @@ def _train(
                     "loss": float(loss.detach()),
                     "lr": lr,
                     "elapsed": round(elapsed_before + now - start, 3),
-                    "samples_per_s": round(window_steps * global_batch / (now - window_start), 1),
+                    "samples_per_s": round(window_steps * plan.items_per_step / (now - window_start), 1),
                     **out.logs,
                 }
                 window_start, window_steps = now, 0

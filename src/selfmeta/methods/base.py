@@ -59,11 +59,12 @@ class Method(nn.Module):
 
 
 METHODS: Registry[type[Method]] = Registry("method")
+BUILT_BY_ENGINE = ("backbone", "views", "spec")  # constructor arguments that are not user options
 
 
 def method_options(cls: type[Method]) -> dict[str, Any]:
     """The keyword options a method takes, with their defaults (for validation and ``selfmeta list``)."""
     import inspect
 
-    params = list(inspect.signature(cls.__init__).parameters.values())[3:]  # after self, backbone, views
-    return {p.name: p.default for p in params}
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return {p.name: p.default for p in params if p.name not in BUILT_BY_ENGINE}

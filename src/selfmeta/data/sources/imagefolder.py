@@ -102,6 +102,7 @@ def _strip_common_root(files: list[str]) -> tuple[str, list[tuple[str, ...]]]:
 class ImageFolder(DataSource):
     name = "imagefolder"
     description = "image folders root/<class>/<image> (PNG, JPEG...), optional train/ and test/, folder or .zip"
+    catch_all = True  # detect takes any folder, so detection tries the other formats first
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() or (path.is_file() and path.suffix.lower() == ".zip")

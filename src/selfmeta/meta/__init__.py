@@ -1,0 +1,8 @@
+"""Meta-learners: one contract (``MetaLearner``), one registry (``METALEARNERS``)."""
+
+from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, episode_accuracy
+
+# Importing the modules registers the built-in meta-learners.
+from selfmeta.meta import maml, metric, protonet, reptile  # noqa: F401, E402
+
+__all__ = ["METALEARNERS", "MetaLearner", "batch_statistics", "episode_accuracy"]

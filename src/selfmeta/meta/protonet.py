@@ -1,0 +1,77 @@
+"""Prototypical Networks for Few-shot Learning (Snell, Swersky & Zemel, NeurIPS 2017)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from selfmeta.data.episodes import EpisodeSpec
+from selfmeta.data.views import Views
+from selfmeta.encoders.base import Backbone
+from selfmeta.errors import SelfmetaError
+from selfmeta.meta.base import METALEARNERS, MetaLearner, episode_accuracy
+from selfmeta.methods.base import StepOutput
+
+DISTANCES = ("euclidean", "cosine")
+
+
+def prototypes(support: torch.Tensor, ways: int) -> torch.Tensor:
+    """(T, N*K, F) support features in way-major order -> (T, N, F) class means."""
+    t, s, f = support.shape
+    return support.reshape(t, ways, s // ways, f).mean(2)
+
+
+def prototype_logits(query: torch.Tensor, protos: torch.Tensor, distance: str, scale: float = 10.0) -> torch.Tensor:
+    """(T, Q, F) query features, (T, N, F) prototypes -> (T, Q, N) logits.
+
+    ``euclidean``: minus the squared distance (the paper's choice: a Bregman divergence, so the
+    prototype is the class mean of the right geometry); ``cosine``: ``scale`` times the cosine similarity.
+    """
+    if distance == "euclidean":
+        sq = (query * query).sum(-1, keepdim=True) + (protos * protos).sum(-1).unsqueeze(1) - 2 * query @ protos.transpose(1, 2)
+        return -sq.clamp_min(0)
+    if distance == "cosine":
+        return scale * F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
+    raise SelfmetaError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
+
+
+@METALEARNERS.register("protonet")
+class ProtoNet(MetaLearner):
+    """Each class is the mean of its support embeddings; queries are classified by a softmax over their
+    negative distances to the prototypes, trained with cross-entropy on the queries of every episode.
+
+    Args:
+        distance: "euclidean" (squared, the paper's) or "cosine".
+        scale: the cosine logits' temperature inverse (ignored for euclidean).
+    """
+
+    description = "Prototypical Networks: class means of support embeddings, softmax over distances"
+    paper = "Snell, Swersky & Zemel, Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+
+    def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, distance: str = "euclidean",
+                 scale: float = 10.0) -> None:
+        super().__init__(backbone, views, spec)
+        if distance not in DISTANCES:
+            raise SelfmetaError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
+        self.distance = distance
+        self.scale = float(scale)
+
+    def _logits(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        t = support.shape[0]
+        feats = self.backbone(torch.cat([support.flatten(0, 1), query.flatten(0, 1)])).float()  # (T*(S+Q), F)
+        s_feat, q_feat = feats.split([support.shape[0] * support.shape[1], query.shape[0] * query.shape[1]])
+        protos = prototypes(s_feat.reshape(t, -1, feats.shape[1]), ways)                        # (T, N, F)
+        return prototype_logits(q_feat.reshape(t, -1, feats.shape[1]), protos, self.distance, self.scale)
+
+    def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
+        support, query = self.spec.split(x)
+        _, query_y = self.spec.labels(x.device)
+        logits = self._logits(support, query, self.spec.ways)                                   # (T, NQ, N)
+        with torch.autocast(x.device.type, enabled=False):
+            loss = F.cross_entropy(logits.float().flatten(0, 1), query_y.repeat(logits.shape[0]))
+        return StepOutput(loss, {"accuracy": float(episode_accuracy(logits.detach(), query_y).mean())})
+
+    def adapt_predict(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        ways = int(support_y.max()) + 1
+        order = torch.argsort(support_y, stable=True)  # way-major, as prototypes() expects
+        return self._logits(support[:, order], query, ways)
