@@ -12,6 +12,13 @@ it fits in a ``Pipeline``::
 Clustering methods that assign items to clusters (``dec``) also give ``predict``::
 
     clusters = SelfSupervised(method="dec", method_options={"num_clusters": 10}, input_shape=(1, 8, 8)).fit(X).predict(X)
+
+``FewShotLearner`` meta-trains on labelled classes and adapts to new classes from a few examples, with the
+learner's own adaptation (nearest prototype for ProtoNet and metric learners, the meta-learned inner loop
+for MAML, Meta-SGD and Reptile)::
+
+    learner = FewShotLearner(method="protonet", ways=20, shots=1, queries=5, steps=2000).fit(X_train, y_train)
+    y_pred = learner.adapt(X_support, y_support).predict(X_query)
 """
 
 from __future__ import annotations
@@ -248,3 +255,103 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         except RuntimeError as exc:
             raise SelfmetaError(f"the saved method state does not fit method {self.method!r}: {exc}".splitlines()[0]) from None
         return method.eval()
+
+# --- few-shot: meta-train on labelled classes, adapt to new ones ---------------------------------------------
+
+class FewShotLearner(TransformerMixin, BaseEstimator):
+    """Meta-train an encoder on N-way K-shot episodes of labelled data; adapt it to new classes.
+
+    Args:
+        method: a registered meta-learner (``protonet``, ``maml``, ``fomaml``, ``metasgd``, ``reptile``,
+            ``triplet``, ``contrastive``).
+        encoder, input_shape: as in ``SelfSupervised`` (e.g. ``"conv4"`` and (1, 28, 28)).
+        ways, shots, queries, tasks_per_step: the training episodes' shape and the meta-batch.
+        steps, time_budget: stop after this many meta-steps or seconds, whichever comes first.
+        lr, precision, method_options, encoder_options, device, random_state, verbose: as ``selfmeta metatrain``.
+
+    Attributes:
+        learner_: the trained meta-learner; backbone_: its normalization + encoder.
+        classes_: the support's classes after ``adapt``.
+    """
+
+    def __init__(
+        self, method: str = "protonet", encoder: str = "conv4", input_shape: tuple[int, ...] | None = None,
+        ways: int = 5, shots: int = 1, queries: int = 15, tasks_per_step: int = 32, steps: int | None = 1000,
+        time_budget: float | None = None, lr: float | None = None, precision: str = "fp32",
+        method_options: dict | None = None, encoder_options: dict | None = None, device: str = "auto",
+        random_state: int = 0, verbose: bool = False,
+    ) -> None:
+        self.method = method
+        self.encoder = encoder
+        self.input_shape = input_shape
+        self.ways = ways
+        self.shots = shots
+        self.queries = queries
+        self.tasks_per_step = tasks_per_step
+        self.steps = steps
+        self.time_budget = time_budget
+        self.lr = lr
+        self.precision = precision
+        self.method_options = method_options
+        self.encoder_options = encoder_options
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def _config(self) -> TrainConfig:
+        return TrainConfig(
+            method=self.method, encoder=self.encoder, epochs=None, steps=self.steps, time_budget=self.time_budget,
+            tasks="labels", ways=self.ways, shots=self.shots, queries=self.queries,
+            tasks_per_step=self.tasks_per_step, lr=self.lr, seed=self.random_state, device=self.device,
+            precision=self.precision, method_options=dict(self.method_options or {}),
+            encoder_options=dict(self.encoder_options or {}),
+        )
+
+    def fit(self, X: Any, y: Any) -> FewShotLearner:
+        """Meta-train on episodes drawn from the classes of (X, y)."""
+        if y is None:
+            raise SelfmetaError("FewShotLearner.fit needs labels y (episodes are drawn from the classes)")
+        cfg = self._config()
+        data = as_dataset(X, self.input_shape, y)
+        result = train(cfg, data, run_dir=None, progress=self.verbose)
+        self.learner_ = result.method.cpu().eval()
+        self.backbone_ = self.learner_.backbone
+        self.description_ = describe(cfg, data)
+        self.n_features_in_ = int(np.prod(data.input_shape))
+        self.history_ = result.history
+        return self
+
+    def _items(self, X: Any) -> torch.Tensor:
+        data = as_dataset(X, self.input_shape)
+        if list(data.input_shape) != self.description_["input_shape"]:
+            raise SelfmetaError(
+                f"X has items of shape {data.input_shape}; the model was fitted on {tuple(self.description_['input_shape'])}"
+            )
+        return data.x
+
+    def transform(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "backbone_")
+        return embed(self.backbone_, self._items(X)).numpy()
+
+    def adapt(self, X_support: Any, y_support: Any) -> FewShotLearner:
+        """Remember a support set: a few labelled items of each new class (any number per class)."""
+        check_is_fitted(self, "learner_")
+        x = self._items(X_support)
+        classes, y = np.unique(np.asarray(y_support), return_inverse=True)
+        if len(y) != len(x):
+            raise SelfmetaError(f"{len(x)} support items but {len(y)} labels")
+        if len(classes) < 2:
+            raise SelfmetaError("the support set needs at least 2 classes")
+        self.support_x_, self.support_y_, self.classes_ = x, torch.as_tensor(y, dtype=torch.long), classes
+        return self
+
+    def predict(self, X: Any, batch_size: int = 500) -> np.ndarray:
+        """The support class of every query item of X (after ``adapt``)."""
+        check_is_fitted(self, "support_x_")
+        query = self._items(X)
+        support = to_unit(self.support_x_).unsqueeze(0)                    # (1, S, ...)
+        out = []
+        for i in range(0, len(query), batch_size):
+            logits = self.learner_.adapt_predict(support, self.support_y_, to_unit(query[i : i + batch_size]).unsqueeze(0))
+            out.append(logits[0].argmax(-1))
+        return self.classes_[torch.cat(out).numpy()]

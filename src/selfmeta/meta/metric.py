@@ -48,10 +48,9 @@ class EpisodeMetric(MetaLearner):
 
     def adapt_predict(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         t, ways = support.shape[0], int(support_y.max()) + 1
-        order = torch.argsort(support_y, stable=True)
-        s = F.normalize(self.backbone(support[:, order].flatten(0, 1)).float(), dim=1).reshape(t, support.shape[1], -1)
+        s = F.normalize(self.backbone(support.flatten(0, 1)).float(), dim=1).reshape(t, support.shape[1], -1)
         q = F.normalize(self.backbone(query.flatten(0, 1)).float(), dim=1).reshape(t, query.shape[1], -1)
-        return prototype_logits(q, prototypes(s, ways), "euclidean")
+        return prototype_logits(q, prototypes(s, support_y, ways), "euclidean")
 
 
 @METALEARNERS.register("triplet")

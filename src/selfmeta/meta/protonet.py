@@ -15,10 +15,10 @@ from selfmeta.methods.base import StepOutput
 DISTANCES = ("euclidean", "cosine")
 
 
-def prototypes(support: torch.Tensor, ways: int) -> torch.Tensor:
-    """(T, N*K, F) support features in way-major order -> (T, N, F) class means."""
-    t, s, f = support.shape
-    return support.reshape(t, ways, s // ways, f).mean(2)
+def prototypes(support: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
+    """(T, S, F) support features, (S,) labels in [0, N) -> (T, N, F) class means (any number of shots each)."""
+    onehot = F.one_hot(labels, ways).to(support.dtype)                        # (S, N)
+    return torch.einsum("tsf,sn->tnf", support, onehot) / onehot.sum(0).clamp_min(1).unsqueeze(1)
 
 
 def prototype_logits(query: torch.Tensor, protos: torch.Tensor, distance: str, scale: float = 10.0) -> torch.Tensor:
@@ -56,22 +56,20 @@ class ProtoNet(MetaLearner):
         self.distance = distance
         self.scale = float(scale)
 
-    def _logits(self, support: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-        t = support.shape[0]
+    def _logits(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+        t, ways = support.shape[0], int(support_y.max()) + 1
         feats = self.backbone(torch.cat([support.flatten(0, 1), query.flatten(0, 1)])).float()  # (T*(S+Q), F)
         s_feat, q_feat = feats.split([support.shape[0] * support.shape[1], query.shape[0] * query.shape[1]])
-        protos = prototypes(s_feat.reshape(t, -1, feats.shape[1]), ways)                        # (T, N, F)
+        protos = prototypes(s_feat.reshape(t, -1, feats.shape[1]), support_y, ways)             # (T, N, F)
         return prototype_logits(q_feat.reshape(t, -1, feats.shape[1]), protos, self.distance, self.scale)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
         support, query = self.spec.split(x)
-        _, query_y = self.spec.labels(x.device)
-        logits = self._logits(support, query, self.spec.ways)                                   # (T, NQ, N)
+        support_y, query_y = self.spec.labels(x.device)
+        logits = self._logits(support, support_y, query)                                        # (T, NQ, N)
         with torch.autocast(x.device.type, enabled=False):
             loss = F.cross_entropy(logits.float().flatten(0, 1), query_y.repeat(logits.shape[0]))
         return StepOutput(loss, {"accuracy": float(episode_accuracy(logits.detach(), query_y).mean())})
 
     def adapt_predict(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        ways = int(support_y.max()) + 1
-        order = torch.argsort(support_y, stable=True)  # way-major, as prototypes() expects
-        return self._logits(support[:, order], query, ways)
+        return self._logits(support, support_y, query)
