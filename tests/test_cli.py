@@ -91,17 +91,22 @@ def write_csv(path: Path, rows: int = 240, nan: bool = False) -> Path:
 def test_list_shows_formats_encoders_methods(cli):
     proc = cli("list", check=True)
     out = proc.stdout
-    for section in ("data formats:", "encoders:", "methods:", "evaluation protocols:"):
+    for section in ("data formats:", "encoders:", "methods (selfmeta pretrain):", "meta-learners (selfmeta metatrain):",
+                    "evaluation protocols:", "few-shot adaptations"):
         assert section in out
     formats = out.split("data formats:")[1].split("encoders:")[0]
-    for name in ("csv", "digits", "idx", "imagefolder", "parquet", "cifar"):
+    for name in ("csv", "digits", "idx", "imagefolder", "parquet", "cifar", "omniglot"):
         assert f"  {name} " in formats
-    encoders = out.split("encoders:")[1].split("methods:")[0]
+    encoders = out.split("encoders:")[1].split("methods (")[0]
     for name in ("conv4", "mlp", "resnet18"):
         assert f"  {name} " in encoders
-    methods = out.split("methods:")[1]
+    methods = out.split("methods (selfmeta pretrain):")[1].split("meta-learners")[0]
     assert "  simclr " in methods and "temperature=0.5" in methods
-    assert "linear, knn, cluster" in out
+    learners = out.split("meta-learners (selfmeta metatrain):")[1].split("evaluation protocols:")[0]
+    for name in ("protonet", "maml", "fomaml", "metasgd", "reptile", "triplet", "contrastive"):
+        assert f"  {name} " in learners
+    assert "inner_steps=1" in learners and "distance=euclidean" in learners
+    assert "linear, knn, cluster, fewshot" in out
 
 
 def test_pretrain_writes_a_complete_run(trained):

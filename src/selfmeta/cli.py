@@ -9,7 +9,7 @@
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
                       [--adapt prototype|logreg|finetune]
     selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
-    selfmeta download mnist|cifar10 [--root DIR]
+    selfmeta download mnist|cifar10|omniglot [--root DIR]
     selfmeta list
 """
 
@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="FILE.npy or FILE.parquet")
 
     p = sub.add_parser("download", help="download a data set from its official address (checksummed)")
-    p.add_argument("name", help="mnist | cifar10")
+    p.add_argument("name", help="mnist | cifar10 | omniglot")
     p.add_argument("--root", default=None, help="cache folder (default: $SELFMETA_CACHE or ~/.cache/selfmeta)")
 
     sub.add_parser("list", help="data formats, encoders, methods, protocols")
@@ -262,21 +262,25 @@ def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.data import SOURCES
     from selfmeta.encoders import ENCODERS
     from selfmeta.evaluation import PROTOCOLS
+    from selfmeta.evaluation.fewshot import ADAPTATIONS
+    from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS, method_options
 
-    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS])
+    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS, *METALEARNERS])
     print("data formats:")
     for name in SOURCES:
         print(f"  {name:{w}s} {SOURCES.get(name).description}")
     print("encoders:")
     for name in ENCODERS:
         print(f"  {name:{w}s} {ENCODERS.get(name).description}")
-    print("methods:")
-    for name in METHODS:
-        cls = METHODS.get(name)
-        opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
-        print(f"  {name:{w}s} {cls.description}\n  {'':{w}s} options: {opts}\n  {'':{w}s} paper: {cls.paper}")
-    print("evaluation protocols:\n  " + ", ".join(PROTOCOLS))
+    for title, registry in (("methods (selfmeta pretrain)", METHODS), ("meta-learners (selfmeta metatrain)", METALEARNERS)):
+        print(f"{title}:")
+        for name in registry:
+            cls = registry.get(name)
+            opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
+            print(f"  {name:{w}s} {cls.description}\n  {'':{w}s} options: {opts}\n  {'':{w}s} paper: {cls.paper}")
+    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot")))
+    print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:

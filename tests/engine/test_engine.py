@@ -19,6 +19,7 @@ from selfmeta.engine.config import apply_overrides
 from selfmeta.engine.optim import LARS, build_optimizer, lr_factor, param_groups
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import StepOutput
+from selfmeta.meta.protonet import ProtoNet
 from selfmeta.methods.simclr import SimCLR
 
 STEPS_PER_EPOCH = 1438 // 128  # digits train split, batch 128
@@ -360,13 +361,18 @@ def test_same_seed_same_weights(digits):
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
+# Episodes: 4 tasks of 5 ways x (1 + 5) items = 120 items a step, so 1438 // 120 = 11 steps an epoch as well.
+EPISODIC = {"method": "protonet", "tasks": "labels", "ways": 5, "shots": 1, "queries": 5, "tasks_per_step": 4}
+
+
 @pytest.mark.slow
-def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, monkeypatch):
-    cfg = small_config(epochs=4, log_every=1)
+@pytest.mark.parametrize("method_cls,changes", [(SimCLR, {}), (ProtoNet, EPISODIC)], ids=["items", "episodes"])
+def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, monkeypatch, method_cls, changes):
+    cfg = small_config(epochs=4, log_every=1, **changes)
     full = train(cfg, digits, tmp_path / "full", progress=False)
 
     # Interrupt a second run mid-epoch (step 15 of 44): the last checkpoint is the end of epoch 1 (step 11).
-    original = SimCLR.forward
+    original = method_cls.forward
     calls = {"n": 0}
 
     def crashing(self, x, index):
@@ -376,10 +382,10 @@ def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, mon
         return original(self, x, index)
 
     run = tmp_path / "run"
-    monkeypatch.setattr(SimCLR, "forward", crashing)
+    monkeypatch.setattr(method_cls, "forward", crashing)
     with pytest.raises(Crash):
         train(cfg, digits, run, progress=False)
-    monkeypatch.setattr(SimCLR, "forward", original)
+    monkeypatch.setattr(method_cls, "forward", original)
     assert load_checkpoint(run / "checkpoint.pt")["step"] == STEPS_PER_EPOCH
     assert metric_steps(run) == list(range(1, 16))
 
