@@ -61,9 +61,9 @@ def main() -> None:
     rows = []
     if not args.no_baselines:
         pixels = [to_unit(d.x).flatten(1).numpy() for d in (train, test)]
-        rows.append(evaluate("raw pixels", pixels[0], train_y, pixels[1], test_y, k))
-        pca = PCA(args.pca, random_state=0).fit(pixels[0])   # unlabeled train images only
-        rows.append(evaluate(f"PCA-{args.pca} (fit on unlabeled train)", pca.transform(pixels[0]), train_y,
+        rows.append(evaluate("raw pixels" if train.modality == "image" else "raw features", pixels[0], train_y, pixels[1], test_y, k))
+        pca = PCA(min(args.pca, pixels[0].shape[1]), random_state=0).fit(pixels[0])   # unlabeled train items only
+        rows.append(evaluate(f"PCA-{pca.n_components_} (fit on unlabeled train)", pca.transform(pixels[0]), train_y,
                              pca.transform(pixels[1]), test_y, k))
     if args.run_dir:
         backbone, description = load_backbone(args.run_dir)

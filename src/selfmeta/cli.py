@@ -3,7 +3,8 @@
     selfmeta quickstart [--out DIR]
     selfmeta pretrain --data PATH --method simclr --encoder conv4 --out RUN_DIR [--epochs N | --time-budget S]
                       [--config FILE] [key=value ...] [--resume]
-    selfmeta metatrain --data PATH --method protonet|maml|fomaml|metasgd|reptile|triplet|contrastive
+    selfmeta metatrain --data PATH [--tasks labels|umtra|cactus|metacontrastive]
+                       --method protonet|maml|fomaml|metasgd|reptile|triplet|contrastive
                        --ways N --shots K --queries Q --encoder conv4 --out RUN_DIR [--time-budget S | --steps N]
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
@@ -72,6 +73,7 @@ def _episode_args(p: argparse.ArgumentParser, queries: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from selfmeta.data.tasks import TASKS
     from selfmeta.encoders import ENCODERS
     from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS
@@ -88,9 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                        "batch_size=128 method.temperature=0.5 views.hflip=0 encoder.width=32 precision=bf16")
     _training_args(p, f"{' | '.join(METHODS.names())} (default: simclr)", ENCODERS.names())
 
-    p = sub.add_parser("metatrain", help="episodic meta-training on labelled classes", epilog="key=value "
-                       "examples: lr=1e-3 method.inner_steps=5 method.inner_lr=0.4 method.distance=cosine")
+    p = sub.add_parser("metatrain", help="episodic meta-training, on labelled classes or tasks built without labels",
+                       epilog="key=value examples: lr=1e-3 method.inner_steps=5 method.distance=cosine "
+                       "tasks.encoder=runs/simclr tasks.clusters=500")
     _training_args(p, f"{' | '.join(METALEARNERS.names())} (default: protonet)", ENCODERS.names())
+    p.add_argument("--tasks", default=None, help=f"where episodes come from: {' | '.join(TASKS.names())} "
+                   "(default: labels; the others ignore the data's labels)")
     _episode_args(p, queries=15)
     p.add_argument("--tasks-per-step", type=int, default=None, help="episodes per step and process (default: 32)")
 
@@ -119,16 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
-    _train_command(args, {})
+    _train_command(args, None)
 
 
 def cmd_metatrain(args: argparse.Namespace) -> None:
-    given = {"ways": args.ways, "shots": args.shots, "queries": args.queries, "tasks_per_step": args.tasks_per_step}
-    _train_command(args, {"tasks": "labels", **{k: v for k, v in given.items() if v is not None}})
+    given = {"tasks": args.tasks, "ways": args.ways, "shots": args.shots, "queries": args.queries,
+             "tasks_per_step": args.tasks_per_step}
+    _train_command(args, {k: v for k, v in given.items() if v is not None})
 
 
-def _train_command(args: argparse.Namespace, episode: dict) -> None:
-    """pretrain (``episode`` empty) and metatrain (``episode``: the tasks and the episode flags given)."""
+def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
+    """pretrain (``episode`` None) and metatrain (``episode``: the episode flags given on the command line)."""
     from selfmeta.engine.config import TrainConfig, apply_overrides, read_config_file
     from selfmeta.engine.trainer import CONFIG, train
 
@@ -137,8 +143,9 @@ def _train_command(args: argparse.Namespace, episode: dict) -> None:
         values = json.loads((out / CONFIG).read_text())["config"]
     else:
         values = read_config_file(args.config) if args.config else {}
-    if episode:
+    if episode is not None:
         values.setdefault("method", "protonet")
+        values.setdefault("tasks", "labels")
         values.update(episode)
     for key in ("method", "encoder"):
         if getattr(args, key) is not None:
@@ -262,6 +269,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.data import SOURCES
     from selfmeta.encoders import ENCODERS
     from selfmeta.evaluation import PROTOCOLS
+    from selfmeta.data.tasks import TASKS
     from selfmeta.evaluation.fewshot import ADAPTATIONS
     from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS, method_options
@@ -279,6 +287,9 @@ def cmd_list(args: argparse.Namespace) -> None:
             cls = registry.get(name)
             opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
             print(f"  {name:{w}s} {cls.description}\n  {'':{w}s} options: {opts}\n  {'':{w}s} paper: {cls.paper}")
+    print("task constructors (selfmeta metatrain --tasks):")
+    for name in TASKS:
+        print(f"  {name:{w}s} {TASKS.get(name).description}\n  {'':{w}s} paper: {TASKS.get(name).paper}")
     print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
 

@@ -185,10 +185,15 @@ def test_reptile_gradient_is_theta_minus_the_mean_adapted_weights():
 
 # --- the contract of every registered learner -------------------------------------------------------------------
 
+PAIRS = EpisodeSpec(ways=3, shots=1, queries=1)  # learners that train on two views per item
+CONTRACT = {"psco": (PAIRS, {"queue_size": 48, "support_shots": 2})}
+
+
 @pytest.mark.parametrize("name", METALEARNERS.names())
 def test_contract(name):
-    model = learner(name)
-    x = episodes()
+    spec, options = CONTRACT.get(name, (SPEC, {}))
+    model = learner(name, spec, **options)
+    x = episodes(spec=spec)
     before = [p.detach().clone() for p in model.backbone.parameters()]
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     out = model(x, torch.arange(len(x)))

@@ -61,9 +61,13 @@ class EpisodeSpec:
 
 def class_members(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(M,) int labels -> members (C, L) item indices of each present class, right-padded with -1, and
-    counts (C,). Rows follow the sorted label values; absent label values get no row."""
+    counts (C,). Rows follow the sorted label values; absent label values get no row, and items labelled
+    -1 (or any negative value) belong to no class (a clustering's discarded items)."""
     labels = torch.as_tensor(labels).long().cpu()
-    order = torch.argsort(labels, stable=True)                                             # (M,)
+    kept = (labels >= 0).nonzero().squeeze(1)                                              # (M',)
+    if len(kept) == 0:
+        raise SelfmetaError("no item has a class label")
+    order = kept[torch.argsort(labels[kept], stable=True)]                                 # (M',)
     values, counts = torch.unique_consecutive(labels[order], return_counts=True)           # (C,), (C,)
     starts = torch.cumsum(counts, 0) - counts                                               # (C,)
     width = int(counts.max())

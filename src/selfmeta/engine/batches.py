@@ -1,4 +1,5 @@
-"""What each training step feeds the method: item batches (self-supervised) or episodes (meta-learning).
+"""What each training step feeds the method: item batches (self-supervised) or episodes (meta-learning,
+from a task constructor of :mod:`selfmeta.data.tasks`).
 
 A plan is a pure function of (step, rank) -> the indices of the items in the step's batch, so that a
 resumed run replays exactly the batches of the interrupted one. ``steps_per_epoch`` sets how often the
@@ -10,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.episodes import EpisodeSampler, EpisodeSpec, episode_generator
+from selfmeta.data.episodes import EpisodeSpec
+from selfmeta.data.tasks import TaskConstructor, build_tasks
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
 
@@ -24,6 +26,7 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class ItemBatches:
     """Every epoch a fresh permutation of the items, cut into global batches; each rank takes its slice."""
 
+    augment = False  # methods make their own views
     def __init__(self, n: int, batch_size: int, world: int, seed: int) -> None:
         self.global_batch = batch_size * world
         if self.global_batch > n:
@@ -43,24 +46,9 @@ class ItemBatches:
         return self._order[begin : begin + self.batch_size]
 
 
-class EpisodeBatches:
-    """``tasks_per_step`` episodes per rank and step, drawn from the data's labels; items in episode layout,
-    (T * N * (K+Q),). An epoch is as many steps as show about as many items as the data holds."""
-
-    def __init__(self, labels: torch.Tensor | None, spec: EpisodeSpec, tasks_per_step: int, world: int, seed: int) -> None:
-        if labels is None:
-            raise SelfmetaError("episodes from labels need labelled data; this data has no labels")
-        self.sampler = EpisodeSampler(labels, spec)
-        self.tasks, self.seed = tasks_per_step, seed
-        self.items_per_step = spec.size * tasks_per_step * world
-        self.steps_per_epoch = max(1, len(labels) // self.items_per_step)
-
-    def indices(self, step: int, rank: int) -> torch.Tensor:
-        return self.sampler.sample(self.tasks, episode_generator(self.seed, step, rank)).flatten()
-
-
-def batch_plan(cfg: TrainConfig, data: Dataset, world: int) -> ItemBatches | EpisodeBatches:
+def batch_plan(cfg: TrainConfig, data: Dataset, world: int) -> ItemBatches | TaskConstructor:
+    """Item batches for self-supervised methods; the configured task constructor for meta-learners."""
     if cfg.tasks is None:
         return ItemBatches(len(data), cfg.batch_size, world, cfg.seed)
     spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
-    return EpisodeBatches(data.y, spec, cfg.tasks_per_step, world, cfg.seed)
+    return build_tasks(cfg.tasks, data, spec, cfg.tasks_per_step, world, cfg.seed, cfg.task_options)

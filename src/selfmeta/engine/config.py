@@ -14,9 +14,8 @@ from typing import Any
 
 from selfmeta.errors import SelfmetaError
 
-NESTED = ("method_options", "view_options", "encoder_options")
-TASK_SOURCES = ("labels",)  # where episodes come from (selfmeta metatrain)
-_PREFIX = {"method": "method_options", "views": "view_options", "encoder": "encoder_options"}
+NESTED = ("method_options", "view_options", "encoder_options", "task_options")
+_PREFIX = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
 
 
 @dataclass
@@ -37,7 +36,7 @@ class TrainConfig:
     channels_last: bool = True       # NHWC memory layout for image encoders: faster convolutions on CPU
     log_every: int = 20              # steps between metric records
     # Episodic training (selfmeta metatrain): where tasks come from, and their shape. None: item batches.
-    tasks: str | None = None         # "labels": N-way K-shot episodes drawn from the data's classes
+    tasks: str | None = None         # a task constructor (selfmeta list): "labels", "umtra", "cactus", ...
     ways: int = 5                    # N classes per episode
     shots: int = 1                   # K support items per class
     queries: int = 15                # Q query items per class
@@ -45,6 +44,7 @@ class TrainConfig:
     method_options: dict[str, Any] = field(default_factory=dict)
     view_options: dict[str, Any] = field(default_factory=dict)
     encoder_options: dict[str, Any] = field(default_factory=dict)
+    task_options: dict[str, Any] = field(default_factory=dict)   # e.g. tasks.encoder=RUN for cactus
 
     def __post_init__(self) -> None:
         choices = {"optimizer": ("adamw", "lars"), "device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16")}
@@ -55,8 +55,10 @@ class TrainConfig:
             raise SelfmetaError("give epochs, steps or a time budget")
         if self.steps is not None and self.steps < 1:
             raise SelfmetaError(f"steps must be at least 1, got {self.steps}")
-        if self.tasks is not None and self.tasks not in TASK_SOURCES:
-            raise SelfmetaError(f"unknown tasks {self.tasks!r}; valid: {', '.join(TASK_SOURCES)}")
+        if self.tasks is not None:
+            from selfmeta.data.tasks import TASKS
+
+            TASKS.get(self.tasks)  # an unknown name is an error listing the valid ones
         if self.tasks_per_step < 1:
             raise SelfmetaError(f"tasks_per_step must be at least 1, got {self.tasks_per_step}")
         if self.epochs is not None and self.epochs < 1:

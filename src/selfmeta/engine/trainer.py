@@ -260,6 +260,8 @@ def _train(
                 method.train()
             index = plan.indices(step, rank)
             x = to_unit(data.x[index].to(device, non_blocking=True))
+            if plan.augment:  # tasks whose episodes repeat items: every copy becomes its own view
+                x = method.views(x)
             if cfg.channels_last and x.ndim == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
 

@@ -3,6 +3,6 @@
 from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, episode_accuracy
 
 # Importing the modules registers the built-in meta-learners.
-from selfmeta.meta import maml, metric, protonet, reptile  # noqa: F401, E402
+from selfmeta.meta import maml, metric, protonet, psco, reptile  # noqa: F401, E402
 
 __all__ = ["METALEARNERS", "MetaLearner", "batch_statistics", "episode_accuracy"]
