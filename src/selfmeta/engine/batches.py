@@ -26,7 +26,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
 class ItemBatches:
     """Every epoch a fresh permutation of the items, cut into global batches; each rank takes its slice."""
 
-    augment = False  # methods make their own views
+    augment = False  # self-supervised methods make their own views
+
     def __init__(self, n: int, batch_size: int, world: int, seed: int) -> None:
         self.global_batch = batch_size * world
         if self.global_batch > n:
