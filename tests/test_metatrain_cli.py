@@ -93,3 +93,13 @@ def test_omniglot_protonet_beats_chance_by_a_wide_margin(tmp_path):
                         "fewshot", "--ways", "5", "--shots", "1", "--episodes", "300")
     assert proc.returncode == 0, proc.stderr
     assert one_json(proc.stdout)["accuracy"] > 0.85  # chance: 0.2; 0.88 here after these 150 steps
+
+
+def test_tasks_without_labels_say_the_labels_are_ignored(tmp_path):
+    proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--tasks", "umtra", "--queries", "2", "--steps", "3",
+                        "--tasks-per-step", "2", "--out", "run", "--no-progress", "views.hflip=0")
+    assert proc.returncode == 0, proc.stderr
+    assert "umtra tasks are built without labels: the data's labels are ignored" in proc.stderr
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["tasks"] == "umtra"
+    assert_user_error(run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--tasks", "nope", "--out", "x"),
+                      "unknown task constructor 'nope'")
