@@ -274,7 +274,7 @@ def test_config_unknown_option_lists_valid_ones():
         ({"precision": "fp16"}, "unknown precision 'fp16'; valid: fp32, bf16"),
         ({"device": "tpu"}, "unknown device 'tpu'"),
         ({"epochs": 0}, "epochs must be at least 1"),
-        ({"epochs": None}, "give epochs or a time budget"),
+        ({"epochs": None}, "give epochs, steps or a time budget"),
         ({"time_budget": -1.0}, "time budget must be positive"),
         ({"batch_size": 1}, "batch_size must be at least 2"),
         ({"warmup": 1.0}, "warmup"),
