@@ -119,3 +119,24 @@ def test_gather_with_grad_gives_the_full_batch_gradient(spawn_ranks):
         nt_xent(layer_r(x1[mine]), layer_r(x2[mine]), TEMPERATURE).backward()
         local.append(layer_r.weight.grad)
     assert not torch.allclose(sum(local) / world, layer.weight.grad, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("name", ["protonet", "maml", "reptile", "psco"])
+def test_torchrun_metatrain(tmp_path, name):
+    """Episodic training under two processes: every rank draws its own episodes, and ends in sync."""
+    if not TORCHRUN.is_file():
+        pytest.skip(f"torchrun not found next to {sys.executable}")
+    run = tmp_path / "RUN"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    shape = ["--tasks", "umtra", "--ways", "8", "--shots", "1", "--queries", "1", "method.queue_size=64"] if name == "psco" \
+        else ["--ways", "5", "--shots", "1", "--queries", "3"]
+    proc = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "selfmeta", "metatrain", "--data", "digits",
+         "--out", str(run), "--method", name, "--steps", "4", "--tasks-per-step", "2", "log_every=1", "views.hflip=0",
+         "--no-progress", *shape],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    checksums = json.loads((run / "ranks.json").read_text())["param_checksums"]
+    assert len(checksums) == 2 and checksums[0] == checksums[1], checksums
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
