@@ -1,8 +1,8 @@
 """Meta-learners: one contract (``MetaLearner``), one registry (``METALEARNERS``)."""
 
-from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, episode_accuracy
+from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, query_accuracy
 
 # Importing the modules registers the built-in meta-learners.
 from selfmeta.meta import maml, metric, protonet, psco, reptile  # noqa: F401, E402
 
-__all__ = ["METALEARNERS", "MetaLearner", "batch_statistics", "episode_accuracy"]
+__all__ = ["METALEARNERS", "MetaLearner", "batch_statistics", "query_accuracy"]

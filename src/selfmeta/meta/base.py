@@ -42,7 +42,7 @@ class MetaLearner(Method):
 METALEARNERS: Registry[type[MetaLearner]] = Registry("meta-learner")
 
 
-def episode_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def query_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """(T, Q, N) logits, (Q,) labels -> (T,) fraction of queries classified correctly in each episode."""
     return (logits.argmax(-1) == labels).float().mean(-1)
 

@@ -28,7 +28,7 @@ from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
-from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, episode_accuracy
+from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, query_accuracy
 from selfmeta.methods.base import StepOutput
 
 Weights = dict[str, torch.Tensor]
@@ -113,7 +113,7 @@ class MAML(MetaLearner):
         loss = F.cross_entropy(logits.flatten(0, 1), query_y.repeat(logits.shape[0]))
         with torch.no_grad():
             self.backbone(x)  # refresh batch norm's running averages (train mode) for frozen-feature use
-        return StepOutput(loss, {"accuracy": float(episode_accuracy(logits.detach(), query_y).mean())})
+        return StepOutput(loss, {"accuracy": float(query_accuracy(logits.detach(), query_y).mean())})
 
     def adapt_predict(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         with torch.enable_grad():

@@ -9,7 +9,7 @@ from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
-from selfmeta.meta.base import METALEARNERS, MetaLearner, episode_accuracy
+from selfmeta.meta.base import METALEARNERS, MetaLearner, query_accuracy
 from selfmeta.methods.base import StepOutput
 
 DISTANCES = ("euclidean", "cosine")
@@ -69,7 +69,7 @@ class ProtoNet(MetaLearner):
         logits = self._logits(support, support_y, query)                                        # (T, NQ, N)
         with torch.autocast(x.device.type, enabled=False):
             loss = F.cross_entropy(logits.float().flatten(0, 1), query_y.repeat(logits.shape[0]))
-        return StepOutput(loss, {"accuracy": float(episode_accuracy(logits.detach(), query_y).mean())})
+        return StepOutput(loss, {"accuracy": float(query_accuracy(logits.detach(), query_y).mean())})
 
     def adapt_predict(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         return self._logits(support, support_y, query)
