@@ -72,8 +72,12 @@ def test_clear_errors(digits):
         constructor("metacontrastive", digits, EpisodeSpec(5, 2, 1))
     with pytest.raises(SelfmetaError, match="unknown task constructor"):
         TrainConfig(tasks="clusters")
-    with pytest.raises(SelfmetaError, match="bad option"):
+    with pytest.raises(SelfmetaError, match="unknown option 'clusters' for tasks 'umtra'; valid: none"):
         build_tasks("umtra", digits, EpisodeSpec(5, 1, 1), 4, 1, 0, {"clusters": 3})
+    with pytest.raises(SelfmetaError, match="unknown option 'bogus' for tasks 'cactus'; valid: encoder, partitions, clusters"):
+        build_tasks("cactus", digits, EpisodeSpec(5, 1, 1), 4, 1, 0, {"bogus": 1})
+    with pytest.raises(SelfmetaError, match="clusters <= 1438"):
+        build_tasks("cactus", digits, EpisodeSpec(5, 1, 1), 4, 1, 0, {"clusters": 5000})
 
 
 # --- PsCo ----------------------------------------------------------------------------------------------------

@@ -150,8 +150,9 @@ class CACTUs(_SampledTasks):
         from selfmeta.engine.model import check_compatible, embed, load_backbone
         from selfmeta.objectives.kmeans import kmeans
 
-        if partitions < 1 or clusters < spec.ways:
-            raise SelfmetaError(f"cactus needs partitions >= 1 and clusters >= ways; got {partitions}, {clusters}")
+        if partitions < 1 or not spec.ways <= clusters <= len(data):
+            raise SelfmetaError(f"cactus needs partitions >= 1 and ways <= clusters <= items ({spec.ways} <= clusters "
+                                f"<= {len(data)}); got partitions={partitions}, clusters={clusters}")
         if encoder is not None:
             backbone, description = load_backbone(encoder)
             check_compatible(description, data)
@@ -176,10 +177,13 @@ def _drop_small(labels: torch.Tensor, minimum: int) -> torch.Tensor:
 
 def build_tasks(name: str, data: Dataset, spec: EpisodeSpec, tasks_per_step: int, world: int, seed: int,
                 options: dict[str, Any]) -> TaskConstructor:
+    import inspect
+
     cls = TASKS.get(name)
+    valid = list(inspect.signature(cls.__init__).parameters)[6:]  # after self, data, spec, tasks_per_step, world, seed
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise SelfmetaError(f"unknown option {unknown[0]!r} for tasks {name!r}; valid: {', '.join(valid) or 'none'}")
     if not cls.uses_labels and data.y is not None:
         log.warning("%s tasks are built without labels: the data's labels are ignored", name)
-    try:
-        return cls(data, spec, tasks_per_step, world, seed, **options)
-    except TypeError as exc:
-        raise SelfmetaError(f"bad option for tasks {name!r}: {exc}") from None
+    return cls(data, spec, tasks_per_step, world, seed, **options)
