@@ -14,9 +14,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    print("| method | steps (epochs) in 600 s | images/s | linear, all labels | linear, 10/class (5 draws) "
+    print("| method | steps (epochs) | seconds | images/s | linear, all labels | linear, 10/class (5 draws) "
           "| kNN k=20 | k-means NMI |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for run in map(Path, sys.argv[1:]):
         train_log, eval_log = (run.parent / f"{run.name}.{kind}.log" for kind in ("train", "eval"))
         if not train_log.is_file() or not eval_log.is_file():
@@ -24,7 +24,7 @@ def main() -> None:
         summary = json.loads(train_log.read_text().strip().splitlines()[-1])
         batch = json.loads((run / "config.json").read_text())["config"]["batch_size"]
         row = json.loads(eval_log.read_text().strip().splitlines()[-1])[-1]
-        print(f"| {run.name} | {summary['steps']} ({summary['epochs']:.1f}) | {summary['steps'] * batch / summary['seconds']:.0f} | "
+        print(f"| {run.name} | {summary['steps']} ({summary['epochs']:.1f}) | {summary['seconds']:.0f} | {summary['steps'] * batch / summary['seconds']:.0f} | "
               f"{100 * row['linear_all']:.2f}% | {100 * row['linear_few']:.2f}% ± {100 * row['linear_few_std']:.2f} | "
               f"{100 * row['knn_all']:.2f}% | {row['nmi']:.3f} |")
 
