@@ -8,7 +8,7 @@
                        --ways N --shots K --queries Q --encoder conv4 --out RUN_DIR [--time-budget S | --steps N]
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
-                      [--adapt prototype|logreg|finetune]
+                      [--adapt prototype|cosine|logreg|finetune]
     selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
     selfmeta download mnist|cifar10|omniglot [--root DIR]
     selfmeta list
@@ -107,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
     p.add_argument("--episodes", type=int, default=2000, help="fewshot: episodes drawn with a fixed seed")
-    p.add_argument("--adapt", default="prototype", help="fewshot: prototype | logreg | finetune (a meta-learner's "
+    p.add_argument("--adapt", default="prototype", help="fewshot: prototype | cosine | logreg | finetune (a meta-learner's "
                    "own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
 
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")

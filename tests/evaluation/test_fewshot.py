@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.errors import SelfmetaError
 from selfmeta.evaluation.fewshot import (
+    cosine_logits,
     episode_accuracy,
     fewshot_episodes,
     finetune_logits,
@@ -44,6 +45,27 @@ def test_prototype_accuracy_against_a_loop_over_episodes():
                 correct += int(int(torch.argmin(((feats[i] - protos) ** 2).sum(1))) == n)
         assert acc[e].item() == pytest.approx(correct / 20)
     assert 0.2 < acc.mean() < 1.0  # the spread makes some queries wrong, centres make most right
+
+
+def test_cosine_accuracy_against_a_loop_over_episodes():
+    feats, y = features_and_labels(spread=2.0)
+    spec = EpisodeSpec(5, 3, 4)
+    episodes = fewshot_episodes(y, spec, 40)
+    acc = episode_accuracy(feats, episodes, spec.shots, "cosine")
+    unit = feats / feats.norm(dim=1, keepdim=True)
+    for e in range(40):
+        protos = torch.stack([unit[episodes[e, n, :3]].mean(0) for n in range(5)])
+        correct = 0
+        for n in range(5):
+            for i in episodes[e, n, 3:]:
+                sims = [float(unit[i] @ p / p.norm()) for p in protos]
+                correct += int(int(np.argmax(sims)) == n)
+        assert acc[e].item() == pytest.approx(correct / 20)
+    # Cosine ignores each item's length, the Euclidean prototype does not: scaling items changes only the latter.
+    support, query = feats[:10].view(1, 5, 2, 8), feats[10:20].view(1, 10, 8)
+    scaled = torch.linspace(0.1, 10, 10).view(1, 5, 2, 1) * support
+    torch.testing.assert_close(cosine_logits(scaled, query), cosine_logits(support, query))
+    assert not torch.equal(prototype_logits(scaled, query).argmax(-1), prototype_logits(support, query).argmax(-1))
 
 
 def test_logreg_matches_scikit_learn():

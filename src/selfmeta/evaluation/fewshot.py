@@ -5,6 +5,8 @@ tasks. For a frozen encoder every item is embedded once; the episodes are then s
 operations over (E, N, K+Q, F) feature blocks, never one episode at a time:
 
 - ``prototype``: nearest class mean, squared Euclidean distance (Snell et al. 2017);
+- ``cosine``: nearest class mean of the L2-normalized support features by cosine similarity, the
+  geometry that contrastive objectives (SimCLR, PsCo, cosine ProtoNets) train;
 - ``logreg``: multinomial logistic regression on the L2-normalized support features, scikit-learn's
   objective (C=1) solved for all episodes at once with L-BFGS (Tian et al. 2020's few-shot baseline);
 - ``finetune``: a linear head initialized at the prototype classifier and fine-tuned by gradient steps on
@@ -25,7 +27,7 @@ import torch.nn.functional as F
 from selfmeta.data.episodes import EpisodeSampler, EpisodeSpec
 from selfmeta.errors import SelfmetaError
 
-ADAPTATIONS = ("prototype", "logreg", "finetune")
+ADAPTATIONS = ("prototype", "cosine", "logreg", "finetune")
 EVAL_SEED = 2024      # the episodes of every few-shot evaluation; fixed, never tuned
 CHUNK = 250           # episodes solved together (bounds memory: CHUNK * N * (K+Q) * F floats)
 
@@ -59,6 +61,13 @@ def prototype_logits(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor
     """support (E, N, K, F), query (E, Q, F) -> (E, Q, N) minus squared distances to the class means."""
     protos = support.mean(2)                                                # (E, N, F)
     return -torch.cdist(query, protos).pow(2)
+
+
+def cosine_logits(support: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """support (E, N, K, F), query (E, Q, F) -> (E, Q, N) cosine similarities to the means of the
+    normalized support features."""
+    protos = F.normalize(support, dim=-1).mean(2)                           # (E, N, F)
+    return F.normalize(query, dim=-1) @ F.normalize(protos, dim=-1).transpose(1, 2)
 
 
 def logreg_logits(support: torch.Tensor, query: torch.Tensor, C: float = 1.0, max_iter: int = 100) -> torch.Tensor:
@@ -114,7 +123,7 @@ def finetune_logits(support: torch.Tensor, query: torch.Tensor, steps: int = 100
 
 
 SOLVERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "prototype": prototype_logits, "logreg": logreg_logits, "finetune": finetune_logits,
+    "prototype": prototype_logits, "cosine": cosine_logits, "logreg": logreg_logits, "finetune": finetune_logits,
 }
 
 
