@@ -2,7 +2,8 @@
 # The issue-5 Omniglot comparison: meta-training without labels on Omniglot's train split, one task
 # constructor after the other, each for the same 30 CPU minutes on one core with one thread (taskset), and
 # SimCLR for the same budget, and an untrained Conv-4 (random); then every run is scored on the test
-# characters (5w1s, 5w5s, 20w1s, 20w5s, 2000 episodes each) and across domains on MNIST's test digits (5w1s, 5w5s).
+# characters (5w1s, 5w5s, 20w1s, 20w5s, 2000 episodes each) and across domains on MNIST's test digits
+# (5w1s, 5w5s).
 #   bash benchmarks/omniglot_unsup.sh OUT_DIR [run ...]   (runs: simclr umtra metacontrastive psco cactus random)
 #   python benchmarks/fewshot_table.py OUT_DIR/*/         (the Markdown table)
 # CACTUs clusters the SimCLR run's features, so simclr must come before cactus. CORE=N picks the core; a

@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
     p.add_argument("--episodes", type=int, default=2000, help="fewshot: episodes drawn with a fixed seed")
-    p.add_argument("--adapt", default="prototype", help="fewshot: prototype | cosine | logreg | finetune (a meta-learner's "
-                   "own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
+    p.add_argument("--adapt", default="prototype", help="fewshot: prototype | cosine | logreg | finetune (a "
+                   "meta-learner's own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
 
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
     p.add_argument("run_dir")
