@@ -216,3 +216,31 @@ def test_rotation_is_an_isometry_in_pixels():
         assert torch.allclose(step_x, torch.ones_like(step_x), atol=1e-5)
         assert torch.allclose(step_y, torch.ones_like(step_y), atol=1e-5)
         assert not torch.allclose(grid, crop_flip_grid(5, size, (1.0, 1.0), (1.0, 1.0), 0.0, like))
+
+
+def test_elastic_field_is_smooth_with_the_asked_size():
+    from selfmeta.data.views import elastic_field
+
+    torch.manual_seed(0)
+    size, pixels = (28, 20), 1.5
+    field = elastic_field(2000, size, pixels, torch.zeros(1, dtype=torch.float64))  # (n, H, W, 2)
+    assert field.shape == (2000, *size, 2)
+    in_pixels = field * torch.tensor([size[1] / 2, size[0] / 2], dtype=torch.float64)
+    std = in_pixels.std(dim=0)                      # (H, W, 2): per-pixel spread over the batch
+    assert torch.allclose(std[0, 0], torch.full((2,), pixels, dtype=torch.float64), rtol=0.1)  # a knot
+    assert float(std.min()) > 0.55 * pixels and float(std.max()) < 1.1 * pixels
+    # Smooth: neighbouring pixels move together (an independent field per pixel would give a ratio of 1.41).
+    step = (in_pixels[:, :, 1:] - in_pixels[:, :, :-1]).abs().mean()
+    assert float(step) < 0.4 * float(in_pixels.abs().mean())
+
+
+def test_elastic_moves_strokes_a_few_pixels_and_off_is_unchanged():
+    torch.manual_seed(0)
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 13:15, 4:24] = 1.0                      # a horizontal stroke
+    out = ImageViews((1, 28, 28), **{**OFF, "elastic": 1.5})(x)
+    assert not torch.allclose(out, x, atol=1e-2)
+    rows = torch.arange(28, dtype=torch.float32).view(1, 1, 28, 1)
+    centre = (out * rows).sum(dim=(1, 2, 3)) / out.sum(dim=(1, 2, 3))   # stroke's mean row, per image
+    assert float((centre - 13.5).abs().max()) < 6 and float((centre - 13.5).abs().mean()) > 0.2
+    assert torch.allclose(ImageViews((1, 28, 28), **{**OFF, "elastic": 0.0})(x), x, atol=1e-5)

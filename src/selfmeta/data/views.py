@@ -1,7 +1,7 @@
 """Views: batched random augmentations that run on the model's device, one call per view.
 
-Images (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip and (optional) rotation
-fused into a single affine resampling (one ``grid_sample`` for the whole batch), colour jitter, random
+Images (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip, (optional) rotation and
+(optional) elastic distortion fused into a single resampling (one ``grid_sample`` for the whole batch), colour jitter, random
 grayscale and Gaussian blur from kornia, each applied to a random subset of the batch. Tables (raw ``(B, D)`` rows): swap noise,
 feature masking and Gaussian noise, scaled by each feature's spread.
 
@@ -73,12 +73,27 @@ def crop_flip_grid(
     return F.affine_grid(theta, [n, 1, *size], align_corners=False)
 
 
+def elastic_field(n: int, size: tuple[int, int], pixels: float, like: torch.Tensor, knots: int = 4) -> torch.Tensor:
+    """Smooth random displacements (n, H, W, 2) in [-1, 1] grid coordinates, to add to a sampling grid.
+
+    Simard et al. (2003) smooth a per-pixel random field with a Gaussian; here a ``knots`` x ``knots`` grid of
+    N(0, pixels^2) displacements (in pixels, x and y independent) is upsampled bicubically: the same kind
+    of field, one batched op. Midway between knots the standard deviation dips to about 0.6 ``pixels``.
+    """
+    h, w = size
+    knots_xy = torch.randn(n, 2, knots, knots, device=like.device, dtype=like.dtype) * pixels  # (n, 2, k, k)
+    field = F.interpolate(knots_xy, size=size, mode="bicubic", align_corners=True)           # (n, 2, H, W)
+    scale = torch.tensor([2 / w, 2 / h], device=like.device, dtype=like.dtype)              # pixels -> grid
+    return field.permute(0, 2, 3, 1) * scale
+
+
 @dataclass
 class ImageViewOptions:
     crop_scale: tuple[float, float] = (0.2, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5            # set 0 for digits and text, where mirroring changes the meaning
     rotation: float = 0.0         # max degrees of random rotation (e.g. 15 for digits and characters)
+    elastic: float = 0.0          # elastic distortion, std of the displacement in pixels (e.g. 1.5 for 28 px characters)
     jitter: float = 0.8           # probability of colour jitter
     brightness: float = 0.4
     contrast: float = 0.4
@@ -91,7 +106,8 @@ class ImageViewOptions:
 
 @VIEWS.register("image")
 class ImageViews(Views):
-    """SimCLR's image augmentations (Chen et al. 2020, appendix A), batched."""
+    """SimCLR's image augmentations (Chen et al. 2020, appendix A), batched, with optional rotation and
+    elastic distortion for characters and digits."""
 
     options = ImageViewOptions
 
@@ -108,6 +124,8 @@ class ImageViews(Views):
         n = x.shape[0]
         o = self.o
         grid = crop_flip_grid(n, (self.height, self.width), o.crop_scale, o.crop_ratio, o.hflip, x, o.rotation)
+        if o.elastic > 0:
+            grid = grid + elastic_field(n, (self.height, self.width), o.elastic, x)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         if o.jitter > 0:
             x = torch.where(_chance(n, o.jitter, x), self._jitter(x), x)
