@@ -7,7 +7,9 @@
 #   bash benchmarks/omniglot_unsup.sh OUT_DIR [run ...]   (runs: simclr umtra metacontrastive psco cactus random)
 #   python benchmarks/fewshot_table.py OUT_DIR/*/         (the Markdown table)
 # CACTUs clusters the SimCLR run's features, so simclr must come before cactus. CORE=N picks the core; a
-# run whose log says it finished is not trained again, only scored.
+# run whose log says it finished is not trained again, only scored. VIEWS="key=value ..." adds view options
+# to every run, e.g. the character views chosen on the val split (omniglot_val_pilot.sh):
+#   VIEWS="views.crop_scale=[0.5,1.0] views.rotation=15 views.elastic=2.0"
 set -u
 out=${1:?usage: omniglot_unsup.sh OUT_DIR [run ...]}; shift
 runs=${*:-simclr umtra metacontrastive psco cactus}
@@ -16,13 +18,15 @@ budget=${BUDGET:-1800}
 omni=../shared/data/omniglot
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$out"
-common=(--data $omni --out "$out/RUN" --time-budget "$budget" --no-progress precision=bf16 views.hflip=0)
+read -ra views <<< "${VIEWS:-}"                    # split on spaces, no globbing of [0.5,1.0]
+common=(--data $omni --out "$out/RUN" --time-budget "$budget" --no-progress precision=bf16 views.hflip=0
+        "${views[@]}")
 for r in $runs; do
   args=("${common[@]/RUN/$r}")
   case $r in
     simclr)          cmd=(selfmeta pretrain --method simclr --encoder conv4 "${args[@]}") ;;
-    umtra)           cmd=(selfmeta metatrain --tasks umtra --method protonet --ways 20 --shots 1 --queries 3
-                          --tasks-per-step 4 "${args[@]}") ;;
+    umtra)           cmd=(selfmeta metatrain --tasks umtra --method protonet --ways 80 --shots 1 --queries 3
+                          --tasks-per-step 1 "${args[@]}") ;;
     metacontrastive) cmd=(selfmeta metatrain --tasks metacontrastive --method protonet --ways 64 --shots 1
                           --queries 1 --tasks-per-step 4 "${args[@]}" method.distance=cosine) ;;
     psco)            cmd=(selfmeta metatrain --tasks umtra --method psco --ways 64 --shots 1 --queries 1
