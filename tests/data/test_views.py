@@ -113,6 +113,27 @@ def test_list_options_become_tuples():
     assert views.o.crop_scale == (0.5, 1.0)
 
 
+@pytest.mark.parametrize("name, value, says", [
+    ("elastic", "abc", "elastic takes a number >= 0, got 'abc'"),
+    ("rotation", -15, "rotation takes a number >= 0"),
+    ("hflip", True, "hflip takes a number"),
+    ("jitter", None, "jitter takes a number"),
+    ("crop_scale", 0.5, r"crop_scale takes a pair of numbers >= 0, e\.g\. crop_scale=\[0\.2,1\]; got 0\.5"),
+    ("crop_scale", [0.5, 1.0, 2.0], "crop_scale takes a pair"),
+    ("crop_ratio", [0.5, "x"], "crop_ratio takes a pair"),
+])
+def test_bad_option_values_are_one_line_errors(name, value, says):
+    with pytest.raises(SelfmetaError, match=says):
+        ImageViews((1, 8, 8), **{name: value})
+
+
+def test_good_option_values_pass():
+    views = ImageViews((1, 8, 8), blur=None, rotation=15, elastic=2.0, crop_ratio=(1, 1))
+    assert (views.o.rotation, views.o.elastic, views.o.crop_ratio, views.blur) == (15, 2.0, (1, 1), 0.0)
+    with pytest.raises(SelfmetaError, match="swap takes a number >= 0"):
+        table_views(table(), swap=float("nan"))
+
+
 # ------------------------------------------------------------------------------------------- tables
 
 

@@ -1,9 +1,10 @@
 """Views: batched random augmentations that run on the model's device, one call per view.
 
 Images (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip, (optional) rotation and
-(optional) elastic distortion fused into a single resampling (one ``grid_sample`` for the whole batch), colour jitter, random
-grayscale and Gaussian blur from kornia, each applied to a random subset of the batch. Tables (raw ``(B, D)`` rows): swap noise,
-feature masking and Gaussian noise, scaled by each feature's spread.
+(optional) elastic distortion fused into a single resampling (one ``grid_sample`` for the whole batch),
+colour jitter, random grayscale and Gaussian blur from kornia, each applied to a random subset of the
+batch. Tables (raw ``(B, D)`` rows): swap noise, feature masking and Gaussian noise, scaled by each
+feature's spread.
 
 Every random draw is a batched tensor op; there is no Python loop over samples. Views read the global
 torch RNG, which the engine seeds and checkpoints.
@@ -93,7 +94,7 @@ class ImageViewOptions:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: float = 0.5            # set 0 for digits and text, where mirroring changes the meaning
     rotation: float = 0.0         # max degrees of random rotation (e.g. 15 for digits and characters)
-    elastic: float = 0.0          # elastic distortion, std of the displacement in pixels (e.g. 1.5 for 28 px characters)
+    elastic: float = 0.0          # elastic distortion: std of the displacement in pixels (2 for 28 px characters)
     jitter: float = 0.8           # probability of colour jitter
     brightness: float = 0.4
     contrast: float = 0.4
@@ -186,10 +187,26 @@ class TableViews(Views):
         return x
 
 
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+
+
 def parse_options(cls: type, options: dict[str, Any], what: str) -> Any:
-    """Build an options dataclass, rejecting unknown names with the list of valid ones."""
-    valid = {f.name for f in fields(cls)}
-    unknown = sorted(set(options) - valid)
+    """Build an options dataclass, rejecting unknown names with the list of valid ones and values that are
+    not what the default is (every view option is a number >= 0, a pair of them, or None where the default is)."""
+    defaults = {f.name: f.default for f in fields(cls)}
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
-        raise SelfmetaError(f"unknown {what} option {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+        raise SelfmetaError(f"unknown {what} option {unknown[0]!r}; valid: {', '.join(sorted(defaults))}")
+    parsed = {}
+    for name, value in options.items():
+        default = defaults[name]
+        if isinstance(default, tuple):
+            if not (isinstance(value, (list, tuple)) and len(value) == len(default) and all(map(_number, value))):
+                raise SelfmetaError(f"{what} option {name} takes a pair of numbers >= 0, e.g. "
+                                    f"{name}=[{default[0]:g},{default[1]:g}]; got {value!r}")
+            value = tuple(value)
+        elif not (_number(value) or (value is None and default is None)):
+            raise SelfmetaError(f"{what} option {name} takes a number >= 0, got {value!r}")
+        parsed[name] = value
+    return cls(**parsed)
