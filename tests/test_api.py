@@ -143,7 +143,7 @@ def test_unknown_names_fail_at_fit_with_the_valid_ones(digits, params, names):
 
 def test_bad_options_fail_at_fit(digits):
     X, _ = digits
-    with pytest.raises(SelfmetaError, match="unknown optimizer"):
+    with pytest.raises(SelfmetaError, match="option optimizer takes one of: adamw, lars"):
         SelfSupervised(**{**PARAMS, "optimizer": "sgd"}).fit(X)
     with pytest.raises(SelfmetaError, match="unknown option 'tau' for method 'simclr'"):
         SelfSupervised(**{**PARAMS, "method_options": {"tau": 0.1}}).fit(X)

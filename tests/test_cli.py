@@ -91,21 +91,28 @@ def write_csv(path: Path, rows: int = 240, nan: bool = False) -> Path:
 def test_list_shows_formats_encoders_methods(cli):
     proc = cli("list", check=True)
     out = proc.stdout
-    for section in ("data formats:", "encoders:", "methods (selfmeta pretrain):", "meta-learners (selfmeta metatrain):",
-                    "evaluation protocols:", "few-shot adaptations"):
+    sections = ("data formats:", "training options", "view families", "encoders (encoder.NAME", "methods (selfmeta pretrain",
+                "meta-learners (selfmeta metatrain", "task constructors", "evaluation protocols:", "few-shot adaptations")
+    for section in sections:
         assert section in out
-    formats = out.split("data formats:")[1].split("encoders:")[0]
+    formats = out.split("data formats:")[1].split("training options")[0]
     for name in ("csv", "digits", "idx", "imagefolder", "parquet", "cifar", "omniglot"):
         assert f"  {name} " in formats
-    encoders = out.split("encoders:")[1].split("methods (")[0]
+    training = out.split("training options")[1].split("view families")[0]
+    assert "batch_size=256  (an integer >= 2)" in training and "precision=auto  (one of: auto, fp32, bf16)" in training
+    views = out.split("view families")[1].split("encoders (encoder.NAME")[0]
+    assert "hflip=0.5  (a number >= 0 and <= 1)" in views and "swap=0.15" in views
+    encoders = out.split("encoders (encoder.NAME")[1].split("methods (")[0]
     for name in ("conv4", "mlp", "resnet18"):
         assert f"  {name} " in encoders
-    methods = out.split("methods (selfmeta pretrain):")[1].split("meta-learners")[0]
-    assert "  simclr " in methods and "temperature=0.5" in methods
-    learners = out.split("meta-learners (selfmeta metatrain):")[1].split("evaluation protocols:")[0]
+    assert "width=64  (an integer >= 1)" in encoders
+    methods = out.split("methods (selfmeta pretrain")[1].split("meta-learners")[0]
+    assert "  simclr " in methods and "temperature=0.5  (a number > 0)" in methods
+    learners = out.split("meta-learners (selfmeta metatrain")[1].split("task constructors")[0]
     for name in ("protonet", "maml", "fomaml", "metasgd", "reptile", "triplet", "contrastive"):
         assert f"  {name} " in learners
-    assert "inner_steps=1" in learners and "distance=euclidean" in learners
+    assert "inner_steps=1" in learners and "distance=euclidean  (one of: euclidean, cosine)" in learners
+    assert "clusters=500  (an integer >= 2)" in out.split("task constructors")[1]
     assert "linear, knn, cluster, fewshot" in out
 
 
@@ -223,7 +230,7 @@ def pretrain_args(*extra: str) -> list[str]:
     (["--data", "digits", "--method", "byol-ish"], ["unknown method 'byol-ish'", "simclr"]),
     (["--data", "digits", "--encoder", "conv5"], ["unknown encoder 'conv5'", "conv4", "mlp", "resnet18"]),
     (["--data", "digits", "colour=1"], ["unknown option 'colour'", "batch_size", "epochs"]),
-    (["--data", "digits", "optimizer=foo"], ["unknown optimizer 'foo'", "adamw", "lars"]),
+    (["--data", "digits", "optimizer=foo"], ["option optimizer takes one of: adamw, lars, got 'foo'"]),
     (["--data", "digits", "batch_size=5000"], ["larger than the data", "1438"]),
 ])
 def test_pretrain_bad_input(cli, tmp_path, extra, fragments):

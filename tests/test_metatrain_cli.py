@@ -68,7 +68,7 @@ def test_every_meta_learner_trains_from_the_cli(tmp_path, method):
     (["--shots", "200"], ["fewer than shots + queries"]),
     (["--ways", "11"], ["11-way episodes need at least 11 classes"]),
     (["--method", "simclr"], ["unknown meta-learner 'simclr'"]),
-    (["method.inner_steps=2"], ["unknown option 'inner_steps' for method 'protonet'"]),
+    (["method.inner_steps=2"], ["unknown option 'inner_steps' for meta-learner 'protonet'; valid: distance, scale"]),
 ])
 def test_metatrain_bad_input(tmp_path, args, fragments):
     proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--steps", "2", "--out", "run", "--no-progress", *args)

@@ -9,7 +9,8 @@ from selfmeta.data.source import DataSource
 from selfmeta.data.views import VIEWS
 from selfmeta.encoders import ENCODERS, Encoder
 from selfmeta.errors import SelfmetaError
-from selfmeta.methods import METHODS, Method, method_options
+from selfmeta.methods import BUILT_BY_ENGINE, METHODS, Method
+from selfmeta.options import declared_options
 from selfmeta.registry import Registry
 
 
@@ -70,7 +71,9 @@ def test_builtin_methods():
     assert "simclr" in METHODS.names()
     simclr = METHODS.get("simclr")
     assert issubclass(simclr, Method) and simclr.description and simclr.paper
-    assert method_options(simclr) == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
+    options = declared_options(simclr, BUILT_BY_ENGINE)
+    assert {n: d.default for n, d in options.items()} == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
+    assert options["temperature"].kind == "float" and options["proj_dim"].kind == "int"
     expected = ["barlow", "byol", "contrastive", "dec", "deepcluster", "moco", "reconstruction", "rotation",
                 "sela", "simclr", "triplet", "vicreg"]
     assert METHODS.names() == expected

@@ -267,29 +267,49 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.data import SOURCES
+    from selfmeta.data.tasks import TASK_ARGS, TASKS
+    from selfmeta.data.views import VIEW_ARGS, VIEWS
     from selfmeta.encoders import ENCODERS
+    from selfmeta.engine.config import TrainConfig
     from selfmeta.evaluation import PROTOCOLS
-    from selfmeta.data.tasks import TASKS
     from selfmeta.evaluation.fewshot import ADAPTATIONS
     from selfmeta.meta import METALEARNERS
-    from selfmeta.methods import METHODS, method_options
+    from selfmeta.methods import BUILT_BY_ENGINE, METHODS
+    from selfmeta.options import describe_options
 
-    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS, *METALEARNERS])
+    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS, *METALEARNERS, *TASKS])
+    pad = " " * (2 + w)
+
+    def entry(name: str, text: str, option_lines: list[str], paper: str = "") -> None:
+        print(f"  {name:{w}s}{text}")
+        for line in option_lines:
+            print(f"{pad}  {line}")
+        if paper:
+            print(f"{pad}paper: {paper}")
+
     print("data formats:")
     for name in SOURCES:
-        print(f"  {name:{w}s} {SOURCES.get(name).description}")
-    print("encoders:")
+        entry(name, SOURCES.get(name).description, [])
+    print("training options (key=value, or a --config file):")
+    for line in describe_options(TrainConfig):
+        print(f"  {line}")
+    print("view families (views.NAME=VALUE):")
+    for name in VIEWS:
+        entry(name, VIEWS.get(name).description, describe_options(VIEWS.get(name), VIEW_ARGS))
+    print("encoders (encoder.NAME=VALUE):")
     for name in ENCODERS:
-        print(f"  {name:{w}s} {ENCODERS.get(name).description}")
-    for title, registry in (("methods (selfmeta pretrain)", METHODS), ("meta-learners (selfmeta metatrain)", METALEARNERS)):
+        cls = ENCODERS.get(name)
+        entry(name, cls.description, describe_options(cls, ("input_shape",)))
+    for title, registry in (("methods (selfmeta pretrain; method.NAME=VALUE)", METHODS),
+                            ("meta-learners (selfmeta metatrain; method.NAME=VALUE)", METALEARNERS)):
         print(f"{title}:")
         for name in registry:
             cls = registry.get(name)
-            opts = ", ".join(f"{k}={v}" for k, v in method_options(cls).items())
-            print(f"  {name:{w}s} {cls.description}\n  {'':{w}s} options: {opts}\n  {'':{w}s} paper: {cls.paper}")
-    print("task constructors (selfmeta metatrain --tasks):")
+            entry(name, cls.description, describe_options(cls, BUILT_BY_ENGINE), cls.paper)
+    print("task constructors (selfmeta metatrain --tasks; tasks.NAME=VALUE):")
     for name in TASKS:
-        print(f"  {name:{w}s} {TASKS.get(name).description}\n  {'':{w}s} paper: {TASKS.get(name).paper}")
+        cls = TASKS.get(name)
+        entry(name, cls.description, describe_options(cls, TASK_ARGS), cls.paper)
     print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
 

@@ -89,15 +89,6 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
-def broadcast_float(value: float, device: torch.device) -> float:
-    """Rank 0's value on every rank (wall-clock decisions are made once)."""
-    if not is_distributed():
-        return value
-    t = torch.tensor([value], dtype=torch.float64, device=device)
-    dist.broadcast(t, src=0)
-    return float(t.item())
-
-
 def all_gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` (B, ...) from every rank in rank order -> (W*B, ...), on x's device, without gradient.
 

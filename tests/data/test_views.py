@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfmeta.data.views import VIEWS, ImageViews, TableViews
+from selfmeta.data.views import VIEW_ARGS, VIEWS, ImageViews, TableViews
 from selfmeta.errors import SelfmetaError
+from selfmeta.options import check_options
 
 
 OFF = dict(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), hflip=0.0, jitter=0.0, grayscale=0.0, blur=0.0)
@@ -101,37 +102,50 @@ def test_views_follow_the_global_seed():
     assert torch.equal(a, b)
 
 
+def checked(cls, **options):
+    """View options as build_method checks them (the one options layer)."""
+    return check_options(f"{VIEWS_NAME[cls]} views", cls, options, VIEW_ARGS)
+
+
+VIEWS_NAME = {ImageViews: "image", TableViews: "table"}
+
+
 def test_unknown_image_option():
-    with pytest.raises(SelfmetaError, match="unknown image view option 'flip'") as info:
-        ImageViews((3, 8, 8), flip=0.5)
+    with pytest.raises(SelfmetaError, match="unknown option 'flip' for image views") as info:
+        checked(ImageViews, flip=0.5)
     for name in ("crop_scale", "hflip", "jitter", "grayscale", "blur"):
         assert name in str(info.value)
 
 
 def test_list_options_become_tuples():
-    views = ImageViews((3, 8, 8), crop_scale=[0.5, 1.0])
+    assert checked(ImageViews, crop_scale=[0.5, 1.0]) == {"crop_scale": (0.5, 1.0)}
+    views = ImageViews((3, 8, 8), **checked(ImageViews, crop_scale=[0.5, 1.0]))
     assert views.o.crop_scale == (0.5, 1.0)
 
 
 @pytest.mark.parametrize("name, value, says", [
     ("elastic", "abc", "elastic takes a number >= 0, got 'abc'"),
-    ("rotation", -15, "rotation takes a number >= 0"),
+    ("rotation", -15, "rotation takes a number >= 0 and <= 180, got -15"),
     ("hflip", True, "hflip takes a number"),
+    ("hflip", 2, "hflip takes a number >= 0 and <= 1, got 2"),
     ("jitter", None, "jitter takes a number"),
-    ("crop_scale", 0.5, r"crop_scale takes a pair of numbers >= 0, e\.g\. crop_scale=\[0\.2,1\]; got 0\.5"),
+    ("crop_scale", 0.5, r"crop_scale takes a pair of numbers > 0 and <= 1, low <= high, got 0\.5; e\.g\. crop_scale=\[0\.2,1\]"),
+    ("crop_scale", [1, 0.2], "crop_scale takes a pair of numbers > 0 and <= 1, low <= high, got \\[1, 0.2\\]"),
     ("crop_scale", [0.5, 1.0, 2.0], "crop_scale takes a pair"),
     ("crop_ratio", [0.5, "x"], "crop_ratio takes a pair"),
+    ("blur_sigma", [0, 0], "blur_sigma takes a pair of numbers > 0"),
 ])
 def test_bad_option_values_are_one_line_errors(name, value, says):
     with pytest.raises(SelfmetaError, match=says):
-        ImageViews((1, 8, 8), **{name: value})
+        checked(ImageViews, **{name: value})
 
 
 def test_good_option_values_pass():
-    views = ImageViews((1, 8, 8), blur=None, rotation=15, elastic=2.0, crop_ratio=(1, 1))
+    options = checked(ImageViews, blur=None, rotation=15, elastic=2.0, crop_ratio=(1, 1))
+    views = ImageViews((1, 8, 8), **options)
     assert (views.o.rotation, views.o.elastic, views.o.crop_ratio, views.blur) == (15, 2.0, (1, 1), 0.0)
-    with pytest.raises(SelfmetaError, match="swap takes a number >= 0"):
-        table_views(table(), swap=float("nan"))
+    with pytest.raises(SelfmetaError, match="swap takes a number >= 0 and <= 1, got nan"):
+        checked(TableViews, swap=float("nan"))
 
 
 # ------------------------------------------------------------------------------------------- tables
@@ -210,10 +224,9 @@ def test_everything_off_table_is_identity():
 
 
 def test_unknown_table_option():
-    x = table()
-    with pytest.raises(SelfmetaError, match="unknown table view option 'dropout'") as info:
-        table_views(x, dropout=0.1)
-    assert "mask, noise, swap" in str(info.value)
+    with pytest.raises(SelfmetaError, match="unknown option 'dropout' for table views") as info:
+        checked(TableViews, dropout=0.1)
+    assert "swap, mask, noise" in str(info.value)
 
 
 def test_jitter_on_two_channel_images():

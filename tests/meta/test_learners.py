@@ -214,7 +214,13 @@ def test_contract(name):
 
 
 def test_option_errors():
-    for name, bad in [("protonet", {"distance": "manhattan"}), ("maml", {"inner_steps": 0}),
-                      ("maml", {"inner_lr": -1.0}), ("triplet", {"mining": "all"}), ("contrastive", {"margin": 0})]:
-        with pytest.raises(SelfmetaError):
-            learner(name, **bad)
+    from selfmeta.engine.config import TrainConfig
+
+    for name, bad, message in [("protonet", {"distance": "manhattan"}, "distance takes one of: euclidean, cosine"),
+                               ("maml", {"inner_steps": 0}, "inner_steps takes an integer >= 1, got 0"),
+                               ("maml", {"inner_lr": -1.0}, "inner_lr takes a number > 0"),
+                               ("triplet", {"mining": "all"}, "mining takes one of: batch_hard, semi_hard"),
+                               ("contrastive", {"margin": 0}, "margin takes a number > 0"),
+                               ("reptile", {"eval_steps": 2.5}, "eval_steps takes null or an integer >= 1")]:
+        with pytest.raises(SelfmetaError, match=f"meta-learner '{name}' option {message}"):
+            TrainConfig(method=name, tasks="labels", steps=1, method_options=bad)

@@ -9,6 +9,8 @@ from torch import nn
 
 from selfmeta.data.views import TableViews
 from selfmeta.encoders import Backbone, Normalize, build_encoder
+from selfmeta.engine.config import TrainConfig
+from selfmeta.errors import SelfmetaError
 
 D = 6  # input features of the tiny table problems
 
@@ -24,6 +26,13 @@ class ScaledViews(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         return x * (1 + self.calls / 10) + (self.calls / 10 if self.offset else 0.0)
+
+
+def option_error(method: str, tasks: str | None = None, **options) -> str:
+    """The one-line error a user gets for ``method.NAME=VALUE`` options (checked by the options layer)."""
+    with pytest.raises(SelfmetaError) as info:
+        TrainConfig(method=method, tasks=tasks, epochs=1, method_options=options)
+    return str(info.value)
 
 
 def tiny_parts() -> tuple[Backbone, TableViews]:

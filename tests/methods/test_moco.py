@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from method_testing import D, ScaledViews, tiny_parts
+from method_testing import D, ScaledViews, option_error, tiny_parts
 
 from selfmeta.engine.optim import build_optimizer
 from selfmeta.errors import SelfmetaError
@@ -144,10 +144,9 @@ def test_queue_and_key_encoder_are_in_the_state_dict():
 
 def test_options_are_validated_and_registered():
     assert METHODS.get("moco") is MoCo
-    with pytest.raises(SelfmetaError, match="temperature"):
-        tiny_moco(temperature=0.0)
-    with pytest.raises(SelfmetaError, match="momentum"):
-        tiny_moco(momentum=1.5)
+    assert "option temperature takes a number > 0, got 0.0" in option_error("moco", temperature=0.0)
+    assert "option momentum takes a number >= 0 and <= 1, got 1.5" in option_error("moco", momentum=1.5)
+    assert "option queue_size takes an integer >= 1, got 'big'" in option_error("moco", queue_size="big")
 
 
 def _moco_work(rank: int, world: int) -> dict:

@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from method_testing import option_error
 
 from selfmeta.data.views import ImageViews, TableViews
 from selfmeta.encoders import Backbone, Normalize
@@ -249,13 +250,21 @@ def test_table_decoder_gives_the_row_width():
 
 @pytest.mark.parametrize(
     "options,message",
-    [({"mask_ratio": 1.0}, "mask_ratio must be in"), ({"mask_ratio": 0.0}, "hides nothing"),
-     ({"table_fill": "zero"}, "valid: mean, swap"), ({"patch_size": 0}, "patch_size must be"),
-     ({"decoder_width": 0}, "decoder_width must be positive")],
+    [({"mask_ratio": 1.0}, "mask_ratio takes a number >= 0 and < 1"),
+     ({"table_fill": "zero"}, "table_fill takes one of: mean, swap"),
+     ({"patch_size": 0}, "patch_size takes null or an integer >= 1"),
+     ({"decoder_width": 0}, "decoder_width takes an integer >= 1")],
 )
 def test_bad_options_are_refused(options, message):
-    with pytest.raises(SelfmetaError, match=message):
+    assert message in option_error("reconstruction", **options)
+
+
+@pytest.mark.parametrize("options,message", [({"mask_ratio": 0.0}, "hides nothing"),
+                                             ({"patch_size": 99}, "patch_size must be in [1, 12]")])
+def test_options_that_need_the_images_are_refused_by_the_method(options, message):
+    with pytest.raises(SelfmetaError) as info:
         image_method(**options)
+    assert message in str(info.value)
 
 
 def test_plain_autoencoder_with_no_masking():

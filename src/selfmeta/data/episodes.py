@@ -100,10 +100,6 @@ class EpisodeSampler:
         if len(self.counts) < spec.ways:
             raise SelfmetaError(f"{spec.ways}-way episodes need at least {spec.ways} classes, the data has {len(self.counts)}")
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.counts)
-
     def sample(self, num_tasks: int, generator: torch.Generator) -> torch.Tensor:
         """(T, N, K+Q) int64 item indices of ``num_tasks`` episodes: N distinct classes per episode, K+Q
         distinct items per class (without replacement, so support and queries never share an item)."""

@@ -25,16 +25,21 @@ import torch
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.episodes import EpisodeSampler, EpisodeSpec, episode_generator
 from selfmeta.errors import SelfmetaError
+from selfmeta.options import Option, check_options
 from selfmeta.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 class TaskConstructor:
-    """Contract: ``steps_per_epoch``, ``items_per_step`` (all ranks) and ``indices(step, rank)``."""
+    """Contract: ``steps_per_epoch``, ``items_per_step`` (all ranks) and ``indices(step, rank)``.
+
+    Options are the constructor's keyword arguments after those in ``TASK_ARGS``, declared in ``options``.
+    """
 
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
     augment: ClassVar[bool] = False      # items repeat within an episode: views must tell the copies apart
     uses_labels: ClassVar[bool] = False
 
@@ -48,6 +53,8 @@ class TaskConstructor:
 
 
 TASKS: Registry[type[TaskConstructor]] = Registry("task constructor")
+# Constructor arguments the engine supplies (``features``: the frozen features of ``tasks.encoder=RUN``).
+TASK_ARGS = ("data", "spec", "tasks_per_step", "world", "seed", "features")
 
 
 class _SampledTasks(TaskConstructor):
@@ -135,6 +142,8 @@ class CACTUs(_SampledTasks):
     clusters that hold at least K+Q items.
 
     Args:
+        features: (M, F) the items' features to cluster, which the engine computes from ``encoder``;
+            None clusters the raw inputs.
         encoder: a ``selfmeta pretrain`` run (or ``.safetensors`` file) whose frozen features are clustered;
             without one, the raw inputs are (the paper clusters a self-supervised embedding: give one).
         partitions: P, the number of k-means partitions.
@@ -143,22 +152,23 @@ class CACTUs(_SampledTasks):
 
     description = "CACTUs: N-way tasks from k-means partitions of a (self-supervised) embedding"
     paper = "Hsu, Levine & Finn, Unsupervised Learning via Meta-Learning, ICLR 2019"
+    options = {
+        "encoder": Option("a pretrain run (or .safetensors file) whose features are clustered; null: raw inputs"),
+        "partitions": Option("P, the number of k-means partitions", ge=1),
+        "clusters": Option("k, the centroids of each partition (between ways and the number of items)", ge=2),
+    }
 
     def __init__(self, data: Dataset, spec: EpisodeSpec, tasks_per_step: int, world: int, seed: int,
-                 encoder: str | None = None, partitions: int = 10, clusters: int = 500) -> None:
+                 features: torch.Tensor | None = None, encoder: str | None = None, partitions: int = 10,
+                 clusters: int = 500) -> None:
         from selfmeta.encoders import to_unit
-        from selfmeta.engine.model import check_compatible, embed, load_backbone
         from selfmeta.objectives.kmeans import kmeans
 
-        if partitions < 1 or not spec.ways <= clusters <= len(data):
-            raise SelfmetaError(f"cactus needs partitions >= 1 and ways <= clusters <= items ({spec.ways} <= clusters "
-                                f"<= {len(data)}); got partitions={partitions}, clusters={clusters}")
-        if encoder is not None:
-            backbone, description = load_backbone(encoder)
-            check_compatible(description, data)
-            features = embed(backbone, data.x)                                              # (M, F)
-        else:
-            features = to_unit(data.x).flatten(1).float()
+        if not spec.ways <= clusters <= len(data):
+            raise SelfmetaError(f"cactus needs ways <= clusters <= items ({spec.ways} <= clusters <= {len(data)}); "
+                                f"got clusters={clusters}")
+        if features is None:
+            features = to_unit(data.x).flatten(1).float()                                  # (M, F)
         g = torch.Generator().manual_seed(seed)
         labelings = []
         for p in range(partitions):
@@ -176,14 +186,11 @@ def _drop_small(labels: torch.Tensor, minimum: int) -> torch.Tensor:
 
 
 def build_tasks(name: str, data: Dataset, spec: EpisodeSpec, tasks_per_step: int, world: int, seed: int,
-                options: dict[str, Any]) -> TaskConstructor:
-    import inspect
-
+                options: dict[str, Any], features: torch.Tensor | None = None) -> TaskConstructor:
+    """The task constructor ``name`` with its (checked) options; ``features`` goes to those that cluster."""
     cls = TASKS.get(name)
-    valid = list(inspect.signature(cls.__init__).parameters)[6:]  # after self, data, spec, tasks_per_step, world, seed
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise SelfmetaError(f"unknown option {unknown[0]!r} for tasks {name!r}; valid: {', '.join(valid) or 'none'}")
+    options = check_options(f"tasks {name!r}", cls, options, TASK_ARGS)
     if not cls.uses_labels and data.y is not None:
         log.warning("%s tasks are built without labels: the data's labels are ignored", name)
-    return cls(data, spec, tasks_per_step, world, seed, **options)
+    extra = {"features": features} if features is not None else {}
+    return cls(data, spec, tasks_per_step, world, seed, **extra, **options)

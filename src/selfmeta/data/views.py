@@ -13,24 +13,29 @@ torch RNG, which the engine seeds and checkpoints.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from types import SimpleNamespace
 
 import kornia
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfmeta.errors import SelfmetaError
+from selfmeta.options import Option
 from selfmeta.registry import Registry
 
 VIEWS: Registry[type["Views"]] = Registry("view family")
+VIEW_ARGS = ("input_shape", "mean", "std")  # constructor arguments the engine supplies, not user options
 
 
 class Views(nn.Module):
-    """Contract: ``forward(x)`` returns one random view of the batch, same shape and dtype."""
+    """Contract: ``forward(x)`` returns one random view of the batch, same shape and dtype.
 
-    options: type  # the dataclass of tunable options, for validation and --help
+    Options are the constructor's keyword arguments after ``input_shape`` (and the statistics the engine
+    passes), declared in ``options`` (:mod:`selfmeta.options`).
+    """
+
+    description: str = ""
+    options: dict[str, Option] = {}
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -88,35 +93,44 @@ def elastic_field(n: int, size: tuple[int, int], pixels: float, like: torch.Tens
     return field.permute(0, 2, 3, 1) * scale
 
 
-@dataclass
-class ImageViewOptions:
-    crop_scale: tuple[float, float] = (0.2, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip: float = 0.5            # set 0 for digits and text, where mirroring changes the meaning
-    rotation: float = 0.0         # max degrees of random rotation (e.g. 15 for digits and characters)
-    elastic: float = 0.0          # elastic distortion: std of the displacement in pixels (2 for 28 px characters)
-    jitter: float = 0.8           # probability of colour jitter
-    brightness: float = 0.4
-    contrast: float = 0.4
-    saturation: float = 0.4       # colour images only
-    hue: float = 0.1              # colour images only
-    grayscale: float = 0.2        # colour images only
-    blur: float | None = None     # None: 0.5 for images of 64 px and more, else 0 (SimCLR's CIFAR recipe)
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-
-
 @VIEWS.register("image")
 class ImageViews(Views):
     """SimCLR's image augmentations (Chen et al. 2020, appendix A), batched, with optional rotation and
     elastic distortion for characters and digits."""
 
-    options = ImageViewOptions
+    description = "random resized crop, flip, rotation, elastic distortion, colour jitter, grey, blur (SimCLR's)"
+    options = {
+        "crop_scale": Option("area fraction of the random resized crop, (low, high)", gt=0, le=1, ordered=True),
+        "crop_ratio": Option("aspect ratio range of the crop, (low, high)", gt=0, ordered=True),
+        "hflip": Option("probability of a horizontal flip; 0 for digits and text, where mirroring changes "
+                        "the meaning", ge=0, le=1),
+        "rotation": Option("most degrees of random rotation (15 for digits and characters)", ge=0, le=180),
+        "elastic": Option("elastic distortion: std of the displacement in pixels (2 for 28 px characters)", ge=0),
+        "jitter": Option("probability of colour jitter", ge=0, le=1),
+        "brightness": Option("brightness jitter strength", ge=0, le=1),
+        "contrast": Option("contrast jitter strength", ge=0, le=1),
+        "saturation": Option("saturation jitter strength (colour images only)", ge=0, le=1),
+        "hue": Option("hue jitter strength (colour images only)", ge=0, le=0.5),
+        "grayscale": Option("probability of turning a colour image grey", ge=0, le=1),
+        "blur": Option("probability of Gaussian blur; null: 0.5 for images of 64 px and more, else 0", ge=0, le=1),
+        "blur_sigma": Option("range of the blur's sigma in pixels, (low, high)", gt=0, ordered=True),
+    }
 
-    def __init__(self, input_shape: tuple[int, ...], **options: Any) -> None:
+    def __init__(
+        self, input_shape: tuple[int, ...], crop_scale: tuple[float, float] = (0.2, 1.0),
+        crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), hflip: float = 0.5, rotation: float = 0.0,
+        elastic: float = 0.0, jitter: float = 0.8, brightness: float = 0.4, contrast: float = 0.4,
+        saturation: float = 0.4, hue: float = 0.1, grayscale: float = 0.2, blur: float | None = None,
+        blur_sigma: tuple[float, float] = (0.1, 2.0),
+    ) -> None:
         super().__init__()
-        self.o = parse_options(ImageViewOptions, options, "image view")
+        self.o = SimpleNamespace(
+            crop_scale=tuple(crop_scale), crop_ratio=tuple(crop_ratio), hflip=hflip, rotation=rotation,
+            elastic=elastic, jitter=jitter, brightness=brightness, contrast=contrast, saturation=saturation,
+            hue=hue, grayscale=grayscale, blur_sigma=tuple(blur_sigma),
+        )
         self.channels, self.height, self.width = input_shape
-        self.blur = self.o.blur if self.o.blur is not None else (0.5 if min(self.height, self.width) >= 64 else 0.0)
+        self.blur = blur if blur is not None else (0.5 if min(self.height, self.width) >= 64 else 0.0)
         # Kernel about a tenth of the image side, odd, at least 3 (SimCLR uses 10% of 224).
         k = max(3, int(0.1 * min(self.height, self.width)) // 2 * 2 + 1)
         self.kernel = (k, k)
@@ -156,24 +170,24 @@ class ImageViews(Views):
         return x
 
 
-@dataclass
-class TableViewOptions:
-    swap: float = 0.15     # probability a value is replaced by the same feature of another row (swap noise)
-    mask: float = 0.2      # probability a value is replaced by the feature's mean
-    noise: float = 0.1     # Gaussian noise, in units of each feature's standard deviation
-
-
 @VIEWS.register("table")
 class TableViews(Views):
     """Corruptions for rows of numeric features (swap noise as in Jahrer's DAE; masking as in VIME, Yoon et al. 2020)."""
 
-    options = TableViewOptions
+    description = "swap noise, masking to the mean, Gaussian noise, scaled per feature"
+    options = {
+        "swap": Option("probability a value is replaced by the same feature of another row (swap noise)", ge=0, le=1),
+        "mask": Option("probability a value is replaced by the feature's mean", ge=0, le=1),
+        "noise": Option("Gaussian noise, in units of each feature's standard deviation", ge=0),
+    }
 
-    def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, **options: Any) -> None:
+    def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, swap: float = 0.15,
+                 mask: float = 0.2, noise: float = 0.1) -> None:
         super().__init__()
-        self.o = parse_options(TableViewOptions, options, "table view")
-        self.register_buffer("mean", mean.reshape(1, -1).float())
-        self.register_buffer("std", std.reshape(1, -1).float())
+        self.o = SimpleNamespace(swap=swap, mask=mask, noise=noise)
+        # Copies: the normalizer's statistics are the backbone's buffers, and a saved file holds each tensor once.
+        self.register_buffer("mean", mean.detach().reshape(1, -1).float().clone())
+        self.register_buffer("std", std.detach().reshape(1, -1).float().clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, d = x.shape
@@ -185,28 +199,3 @@ class TableViews(Views):
         if self.o.noise > 0:
             x = x + self.o.noise * self.std * torch.randn_like(x)
         return x
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
-
-
-def parse_options(cls: type, options: dict[str, Any], what: str) -> Any:
-    """Build an options dataclass, rejecting unknown names with the list of valid ones and values that are
-    not what the default is (every view option is a number >= 0, a pair of them, or None where the default is)."""
-    defaults = {f.name: f.default for f in fields(cls)}
-    unknown = sorted(set(options) - set(defaults))
-    if unknown:
-        raise SelfmetaError(f"unknown {what} option {unknown[0]!r}; valid: {', '.join(sorted(defaults))}")
-    parsed = {}
-    for name, value in options.items():
-        default = defaults[name]
-        if isinstance(default, tuple):
-            if not (isinstance(value, (list, tuple)) and len(value) == len(default) and all(map(_number, value))):
-                raise SelfmetaError(f"{what} option {name} takes a pair of numbers >= 0, e.g. "
-                                    f"{name}=[{default[0]:g},{default[1]:g}]; got {value!r}")
-            value = tuple(value)
-        elif not (_number(value) or (value is None and default is None)):
-            raise SelfmetaError(f"{what} option {name} takes a number >= 0, got {value!r}")
-        parsed[name] = value
-    return cls(**parsed)

@@ -1,9 +1,9 @@
 """The encoder contract, its registry, and the Backbone that pairs input normalization with an encoder.
 
 Every encoder (timm's habit):
-- is built as ``Encoder(input_shape)`` with ``input_shape`` = ``(C, H, W)`` or ``(D,)`` from the data;
-- has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``;
-- has a replaceable ``head`` (``Identity`` until ``reset_head(n)``), so ``forward = head(forward_features)``.
+- is built as ``Encoder(input_shape, **options)`` with ``input_shape`` = ``(C, H, W)`` or ``(D,)`` from the
+  data, its options declared in ``options`` (:mod:`selfmeta.options`);
+- has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``.
 Methods never reach inside an encoder: they put their projection heads on top of ``forward_features``.
 """
 
@@ -15,27 +15,19 @@ import torch
 from torch import nn
 
 from selfmeta.errors import SelfmetaError
+from selfmeta.options import Option, check_options
 from selfmeta.registry import Registry
 
 
 class Encoder(nn.Module):
     modalities: ClassVar[tuple[str, ...]] = ("image", "table")
     description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Option]] = {}
     num_features: int
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.head: nn.Module = nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, *input_shape) normalized inputs -> (B, num_features)."""
         raise NotImplementedError
-
-    def reset_head(self, num_outputs: int) -> None:
-        """Replace the head by a fresh linear layer; 0 removes it."""
-        self.head = nn.Linear(self.num_features, num_outputs) if num_outputs > 0 else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x))
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
@@ -49,10 +41,7 @@ def build_encoder(name: str, input_shape: tuple[int, ...], **options: Any) -> En
     if modality not in cls.modalities:
         valid = [n for n in ENCODERS.names() if modality in ENCODERS.get(n).modalities]
         raise SelfmetaError(f"encoder {name!r} does not take {modality} data; use one of: {', '.join(valid)}")
-    try:
-        return cls(tuple(input_shape), **options)
-    except TypeError as exc:
-        raise SelfmetaError(f"bad option for encoder {name!r}: {exc}") from None
+    return cls(tuple(input_shape), **check_options(f"encoder {name!r}", cls, options, ("input_shape",)))
 
 
 class Normalize(nn.Module):

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from selfmeta.encoders.base import ENCODERS, Encoder
+from selfmeta.options import Option
 
 
 @ENCODERS.register("mlp")
@@ -15,6 +16,7 @@ class MLP(Encoder):
     """Linear-BatchNorm-ReLU blocks on flattened inputs; ``num_features`` = the last width."""
 
     description = "MLP on flattened inputs (tables, flat vectors, small images): Linear-BN-ReLU blocks"
+    options = {"widths": Option("the hidden layers' widths; the last is num_features", ge=1)}
 
     def __init__(self, input_shape: tuple[int, ...], widths: tuple[int, ...] = (512, 256)) -> None:
         super().__init__()
@@ -40,6 +42,7 @@ class Conv4(Encoder):
 
     modalities = ("image",)
     description = "Conv-4, the few-shot standard: 4 x [conv3x3 64, BN, ReLU, max-pool 2]"
+    options = {"width": Option("channels of every block (64 in the papers)", ge=1)}
 
     def __init__(self, input_shape: tuple[int, ...], width: int = 64) -> None:
         super().__init__()

@@ -14,6 +14,7 @@ from selfmeta.data.dataset import Dataset
 from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.tasks import TaskConstructor, build_tasks
 from selfmeta.engine.config import TrainConfig
+from selfmeta.engine.model import check_compatible, embed, load_backbone
 from selfmeta.errors import SelfmetaError
 
 
@@ -48,8 +49,18 @@ class ItemBatches:
 
 
 def batch_plan(cfg: TrainConfig, data: Dataset, world: int) -> ItemBatches | TaskConstructor:
-    """Item batches for self-supervised methods; the configured task constructor for meta-learners."""
+    """Item batches for self-supervised methods; the configured task constructor for meta-learners.
+
+    ``tasks.encoder=RUN`` (CACTUs' embedding) becomes the frozen features of the data under that run, so
+    that the data layer never loads a model.
+    """
     if cfg.tasks is None:
         return ItemBatches(len(data), cfg.batch_size, world, cfg.seed)
     spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
-    return build_tasks(cfg.tasks, data, spec, cfg.tasks_per_step, world, cfg.seed, cfg.task_options)
+    run = cfg.task_options.get("encoder")
+    features = None
+    if run is not None:
+        backbone, description = load_backbone(run)
+        check_compatible(description, data)
+        features = embed(backbone, data.x)                                                  # (M, F)
+    return build_tasks(cfg.tasks, data, spec, cfg.tasks_per_step, world, cfg.seed, cfg.task_options, features)

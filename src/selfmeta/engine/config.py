@@ -10,16 +10,24 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from selfmeta.errors import SelfmetaError
+from selfmeta.options import Option, check_options
 
-NESTED = ("method_options", "view_options", "encoder_options", "task_options")
+PRECISIONS = ("auto", "fp32", "bf16")
 _PREFIX = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
 
 
 @dataclass
 class TrainConfig:
+    """Every option of a training run. Types and defaults are the fields'; ranges and help are in ``options``.
+
+    Checked once, at construction (:func:`selfmeta.options.check_options`), with the method's, encoder's
+    and task constructor's nested options; the views' options are checked when the data's modality is
+    known (``build_method``).
+    """
+
     method: str = "simclr"
     encoder: str = "conv4"
     epochs: int | None = 100         # None: run until time_budget (or steps)
@@ -32,7 +40,9 @@ class TrainConfig:
     warmup: float = 0.05             # fraction of training spent in linear warm-up before the cosine decay
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
-    precision: str = "fp32"          # fp32 | bf16 (autocast)
+    # auto: bf16 autocast where the hardware computes bf16 natively (AVX-512 BF16 or AMX CPUs, bf16 GPUs),
+    # fp32 elsewhere: on an AVX2-only CPU, bf16 is emulated and about six times slower than fp32.
+    precision: str = "auto"          # auto | fp32 | bf16
     channels_last: bool = True       # NHWC memory layout for image encoders: faster convolutions on CPU
     log_every: int = 20              # steps between metric records
     # Episodic training (selfmeta metatrain): where tasks come from, and their shape. None: item batches.
@@ -46,29 +56,57 @@ class TrainConfig:
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)   # e.g. tasks.encoder=RUN for cactus
 
+    options: ClassVar[dict[str, Option]] = {
+        "method": Option("a method (selfmeta list); a meta-learner when tasks is set"),
+        "encoder": Option("an encoder (selfmeta list)"),
+        "epochs": Option("passes over the data", ge=1),
+        "steps": Option("optimizer steps in all", ge=1),
+        "time_budget": Option("seconds of training, then a clean stop and save", gt=0),
+        "batch_size": Option("items per step and process (contrastive pairs need 2)", ge=2),
+        "optimizer": Option("adamw, or SGD with LARS (SimCLR's large-batch recipe)", choices=("adamw", "lars")),
+        "lr": Option("peak learning rate; null: 2e-3 x batch/256 (adamw), 0.3 x batch/256 (lars), 1e-3 "
+                     "for meta-learning", gt=0),
+        "weight_decay": Option("null: 1e-4 (adamw), 1e-6 (lars)", ge=0),
+        "warmup": Option("fraction of training in linear warm-up before the cosine decay", ge=0, lt=1),
+        "seed": Option("seeds weights, batches, views and episodes", ge=0),
+        "device": Option("auto takes a CUDA GPU when there is one", choices=("auto", "cpu", "cuda")),
+        "precision": Option("auto: bf16 autocast where the CPU or GPU has native bf16, else fp32",
+                            choices=PRECISIONS),
+        "channels_last": Option("NHWC layout for image encoders (faster convolutions on CPU)"),
+        "log_every": Option("steps between records in metrics.jsonl", ge=1),
+        "tasks": Option("a task constructor (selfmeta list); null: item batches (pretrain)"),
+        "ways": Option("N classes per episode", ge=2),
+        "shots": Option("K support items per class", ge=1),
+        "queries": Option("Q query items per class", ge=1),
+        "tasks_per_step": Option("episodes per step and process (the meta-batch)", ge=1),
+        "method_options": Option("method.NAME=VALUE"),
+        "view_options": Option("views.NAME=VALUE"),
+        "encoder_options": Option("encoder.NAME=VALUE"),
+        "task_options": Option("tasks.NAME=VALUE"),
+    }
+
     def __post_init__(self) -> None:
-        choices = {"optimizer": ("adamw", "lars"), "device": ("auto", "cpu", "cuda"), "precision": ("fp32", "bf16")}
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise SelfmetaError(f"unknown {key} {getattr(self, key)!r}; valid: {', '.join(valid)}")
+        for name, value in check_options("training", TrainConfig, self.to_dict()).items():
+            setattr(self, name, value)
         if self.epochs is None and self.time_budget is None and self.steps is None:
             raise SelfmetaError("give epochs, steps or a time budget")
-        if self.steps is not None and self.steps < 1:
-            raise SelfmetaError(f"steps must be at least 1, got {self.steps}")
-        if self.tasks is not None:
-            from selfmeta.data.tasks import TASKS
+        from selfmeta.data.tasks import TASKS, TASK_ARGS
+        from selfmeta.encoders import ENCODERS
+        from selfmeta.meta import METALEARNERS
+        from selfmeta.methods import BUILT_BY_ENGINE, METHODS
 
-            TASKS.get(self.tasks)  # an unknown name is an error listing the valid ones
-        if self.tasks_per_step < 1:
-            raise SelfmetaError(f"tasks_per_step must be at least 1, got {self.tasks_per_step}")
-        if self.epochs is not None and self.epochs < 1:
-            raise SelfmetaError(f"epochs must be at least 1, got {self.epochs}")
-        if self.time_budget is not None and self.time_budget <= 0:
-            raise SelfmetaError(f"the time budget must be positive, got {self.time_budget}")
-        if self.batch_size < 2:
-            raise SelfmetaError(f"batch_size must be at least 2 (contrastive pairs), got {self.batch_size}")
-        if not 0 <= self.warmup < 1:
-            raise SelfmetaError(f"warmup is a fraction of training in [0, 1), got {self.warmup}")
+        # Unknown names are errors listing the valid ones; nested options are checked by the same function
+        # that build_method, build_encoder and build_tasks use, so a bad value stops before any data loads.
+        if self.tasks is not None:
+            self.task_options = check_options(f"tasks {self.tasks!r}", TASKS.get(self.tasks), self.task_options,
+                                              TASK_ARGS)
+        registry = METALEARNERS if self.tasks is not None else METHODS
+        self.method_options = check_options(f"{registry.kind} {self.method!r}", registry.get(self.method),
+                                            self.method_options, BUILT_BY_ENGINE)
+        self.encoder_options = check_options(f"encoder {self.encoder!r}", ENCODERS.get(self.encoder),
+                                             self.encoder_options, ("input_shape",))
+        if self.tasks is None and self.task_options:
+            raise SelfmetaError("tasks.* options apply to episodic training (selfmeta metatrain) only")
 
     @property
     def base_lr(self) -> float:
@@ -93,10 +131,7 @@ class TrainConfig:
         unknown = sorted(set(values) - valid)
         if unknown:
             raise SelfmetaError(f"unknown option {unknown[0]!r}; valid: {', '.join(sorted(valid))}")
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise SelfmetaError(f"bad configuration: {exc}") from None
+        return cls(**values)
 
 
 def parse_value(text: str) -> Any:

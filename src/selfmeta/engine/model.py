@@ -10,13 +10,14 @@ import torch
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import VIEWS
+from selfmeta.data.views import VIEW_ARGS, VIEWS
 from selfmeta.encoders import Backbone, Normalize, build_encoder, to_unit
 from selfmeta.engine.checkpoint import WEIGHTS, load_weights
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
 from selfmeta.meta import METALEARNERS
-from selfmeta.methods import METHODS, Method, method_options
+from selfmeta.methods import BUILT_BY_ENGINE, METHODS, Method
+from selfmeta.options import check_options
 
 
 def build_method(cfg: TrainConfig, data: Dataset) -> Method:
@@ -29,22 +30,18 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     if data.modality not in method_cls.modalities:
         valid = [n for n in registry.names() if data.modality in registry.get(n).modalities]
         raise SelfmetaError(f"method {cfg.method!r} does not take {data.modality} data; use one of: {', '.join(valid)}")
-    valid = method_options(method_cls)
-    unknown = sorted(set(cfg.method_options) - set(valid))
-    if unknown:
-        raise SelfmetaError(
-            f"unknown option {unknown[0]!r} for method {cfg.method!r}; valid: {', '.join(sorted(valid)) or 'none'}"
-        )
+    method_options = check_options(f"{registry.kind} {cfg.method!r}", method_cls, cfg.method_options, BUILT_BY_ENGINE)
+    views_cls = VIEWS.get(data.modality)
+    view_kwargs: dict[str, Any] = check_options(f"{data.modality} views", views_cls, cfg.view_options, VIEW_ARGS)
     encoder = build_encoder(cfg.encoder, data.input_shape, **cfg.encoder_options)
     normalize = Normalize.fit(data.x, data.modality)
-    view_kwargs: dict[str, Any] = dict(cfg.view_options)
     if data.modality == "table":
         view_kwargs.update(mean=normalize.mean, std=normalize.std)
-    views = VIEWS.get(data.modality)(data.input_shape, **view_kwargs)
+    views = views_cls(data.input_shape, **view_kwargs)
     if cfg.tasks is not None:
         spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
-        return method_cls(Backbone(normalize, encoder), views, spec, **cfg.method_options)
-    return method_cls(Backbone(normalize, encoder), views, **cfg.method_options)
+        return method_cls(Backbone(normalize, encoder), views, spec, **method_options)
+    return method_cls(Backbone(normalize, encoder), views, **method_options)
 
 
 def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:

@@ -27,9 +27,9 @@ from torch.func import functional_call, grad, vmap
 from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, query_accuracy
 from selfmeta.methods.base import StepOutput
+from selfmeta.options import Option
 
 Weights = dict[str, torch.Tensor]
 HEAD_W, HEAD_B = "head.weight", "head.bias"
@@ -52,16 +52,16 @@ class MAML(MetaLearner):
 
     description = "MAML: meta-learned initialization, inner SGD on the support (torch.func, vmap over tasks)"
     paper = "Finn, Abbeel & Levine, Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks, ICML 2017"
+    options = {
+        "inner_steps": Option("SGD steps on the support in meta-training (paper: 1 for 5-way, 5 for 20-way)", ge=1),
+        "inner_lr": Option("inner step size alpha (paper: 0.4 with 1 step, 0.1 with 5)", gt=0),
+        "eval_steps": Option("inner steps when adapting to a new task; null: inner_steps", ge=1),
+        "first_order": Option("drop the second-order terms (FOMAML)"),
+    }
 
     def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, inner_steps: int = 1,
                  inner_lr: float = 0.4, eval_steps: int | None = None, first_order: bool = False) -> None:
         super().__init__(backbone, views, spec)
-        if not isinstance(inner_steps, int) or inner_steps < 1:
-            raise SelfmetaError(f"inner_steps must be an integer >= 1, got {inner_steps!r}")
-        if eval_steps is not None and (not isinstance(eval_steps, int) or eval_steps < 1):
-            raise SelfmetaError(f"eval_steps must be an integer >= 1, got {eval_steps!r}")
-        if not isinstance(inner_lr, (int, float)) or inner_lr <= 0:
-            raise SelfmetaError(f"inner_lr must be a positive number, got {inner_lr!r}")
         self.inner_steps, self.inner_lr = inner_steps, float(inner_lr)
         self.eval_steps = eval_steps or inner_steps
         self.first_order = bool(first_order)

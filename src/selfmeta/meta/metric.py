@@ -14,11 +14,11 @@ import torch.nn.functional as F
 from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.meta.base import METALEARNERS, MetaLearner
 from selfmeta.meta.protonet import prototype_logits, prototypes
 from selfmeta.methods.base import StepOutput
 from selfmeta.objectives.metric import CONTRASTIVE_MINING, TRIPLET_MINING, contrastive_loss, triplet_loss
+from selfmeta.options import Option
 
 
 class EpisodeMetric(MetaLearner):
@@ -28,15 +28,10 @@ class EpisodeMetric(MetaLearner):
     tasks rarely draw the same class: about 3 pairs per batch of 32 5-way Omniglot tasks)."""
 
     loss_fn = staticmethod(triplet_loss)
-    valid_mining: tuple[str, ...] = TRIPLET_MINING
 
     def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, margin: float, mining: str) -> None:
         super().__init__(backbone, views, spec)
-        if mining not in self.valid_mining:
-            raise SelfmetaError(f"unknown mining {mining!r}; valid: {', '.join(self.valid_mining)}")
-        if not isinstance(margin, (int, float)) or margin <= 0:
-            raise SelfmetaError(f"the margin must be positive, got {margin!r}")
-        self.margin, self.mining = float(margin), mining
+        self.margin, self.mining = margin, mining
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
         t = x.shape[0] // self.spec.size
@@ -64,6 +59,10 @@ class EpisodeTriplet(EpisodeMetric):
 
     description = "metric meta-training: triplet loss on the episodes' classes, nearest-prototype adaptation"
     paper = "Schroff, Kalenichenko & Philbin, FaceNet, CVPR 2015; Hermans, Beyer & Leibe, In Defense of the Triplet Loss, 2017"
+    options = {
+        "margin": Option("FaceNet's alpha on squared distances of unit vectors (paper: 0.2)", gt=0),
+        "mining": Option("hardest or semi-hard negatives", choices=TRIPLET_MINING),
+    }
 
     def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, margin: float = 0.2,
                  mining: str = "batch_hard") -> None:
@@ -80,7 +79,10 @@ class EpisodeContrastive(EpisodeMetric):
     """
 
     loss_fn = staticmethod(contrastive_loss)
-    valid_mining = CONTRASTIVE_MINING
+    options = {
+        "margin": Option("negatives closer than this are pushed apart", gt=0),
+        "mining": Option("which pairs count", choices=CONTRASTIVE_MINING),
+    }
     description = "metric meta-training: contrastive margin loss on the episodes' classes"
     paper = "Hadsell, Chopra & LeCun, Dimensionality Reduction by Learning an Invariant Mapping, CVPR 2006"
 

@@ -11,6 +11,7 @@ from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.meta.base import METALEARNERS, MetaLearner, query_accuracy
 from selfmeta.methods.base import StepOutput
+from selfmeta.options import Option
 
 DISTANCES = ("euclidean", "cosine")
 
@@ -47,14 +48,16 @@ class ProtoNet(MetaLearner):
 
     description = "Prototypical Networks: class means of support embeddings, softmax over distances"
     paper = "Snell, Swersky & Zemel, Prototypical Networks for Few-shot Learning, NeurIPS 2017"
+    options = {
+        "distance": Option("squared euclidean (the paper's) or cosine", choices=DISTANCES),
+        "scale": Option("inverse temperature of the cosine logits (ignored for euclidean)", gt=0),
+    }
 
     def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, distance: str = "euclidean",
                  scale: float = 10.0) -> None:
         super().__init__(backbone, views, spec)
-        if distance not in DISTANCES:
-            raise SelfmetaError(f"unknown distance {distance!r}; valid: {', '.join(DISTANCES)}")
         self.distance = distance
-        self.scale = float(scale)
+        self.scale = scale
 
     def _logits(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
         t, ways = support.shape[0], int(support_y.max()) + 1

@@ -17,6 +17,7 @@ from selfmeta.methods.heads import projection_head
 from selfmeta.methods.moco import MoCo
 from selfmeta.objectives import info_nce
 from selfmeta.objectives.sinkhorn import sinkhorn
+from selfmeta.options import Option
 
 
 def pseudo_supports(queue: torch.Tensor, keys: torch.Tensor, shots: int, lam: float, iters: int) -> torch.Tensor:
@@ -57,6 +58,13 @@ class PsCo(MoCo):
 
     description = "PsCo: Sinkhorn pseudo-labels a momentum queue into the support of each batch task"
     paper = "Jang, Lee, Kim, Shin & Kim, Unsupervised Meta-Learning via Few-shot Pseudo-supervised Contrastive Learning, ICLR 2023"
+    options = {
+        "support_shots": Option("K', queue keys per pseudo-class (paper: 4 for 5-way 1-shot)", ge=1),
+        "queue_size": Option("keys in the momentum queue (paper: 16384)", ge=1),
+        "sinkhorn_lam": Option("1/epsilon of the Sinkhorn pseudo-labelling", gt=0),
+        "sinkhorn_iters": Option("Sinkhorn iterations", ge=1),
+        "moco_weight": Option("weight of MoCo's InfoNCE term (0 leaves PsCo's loss alone)", ge=0),
+    }
 
     def __init__(self, backbone: Backbone, views: Views, spec: EpisodeSpec, support_shots: int = 4,
                  temperature: float = 0.2, queue_size: int = 16384, momentum: float = 0.99, proj_hidden: int = 512,
@@ -65,8 +73,6 @@ class PsCo(MoCo):
         super().__init__(backbone, views, temperature, queue_size, momentum, proj_hidden, proj_dim)
         if spec.shots != 1 or spec.queries != 1:
             raise SelfmetaError(f"psco trains on two views per item: --shots 1 --queries 1 (got {spec.shots}, {spec.queries})")
-        if not isinstance(support_shots, int) or support_shots < 1:
-            raise SelfmetaError(f"support_shots must be an integer >= 1, got {support_shots!r}")
         self.spec = spec
         self.support_shots = support_shots
         self.sinkhorn_lam, self.sinkhorn_iters = float(sinkhorn_lam), sinkhorn_iters

@@ -1,9 +1,9 @@
 """Methods: one contract (``Method``), one registry (``METHODS``)."""
 
-from selfmeta.methods.base import METHODS, Method, StepOutput, method_options
+from selfmeta.methods.base import BUILT_BY_ENGINE, METHODS, Method, StepOutput
 # Importing the modules registers the built-in methods.
 from selfmeta.methods import (  # noqa: F401
     barlow, byol, contrastive, dec, deepcluster, moco, reconstruction, rotation, sela, simclr, triplet, vicreg,
 )
 
-__all__ = ["METHODS", "Method", "StepOutput", "method_options"]
+__all__ = ["BUILT_BY_ENGINE", "METHODS", "Method", "StepOutput"]

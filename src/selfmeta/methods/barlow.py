@@ -7,9 +7,9 @@ import torch
 from selfmeta import distributed
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
+from selfmeta.options import Option
 from selfmeta.objectives.barlow import barlow_twins_loss, cross_correlation
 
 
@@ -32,13 +32,14 @@ class BarlowTwins(Method):
 
     description = "Barlow Twins: cross-correlation of two views' projections driven to the identity (global batch)"
     paper = "Zbontar et al., Barlow Twins: Self-Supervised Learning via Redundancy Reduction, ICML 2021"
+    options = {"lambd": Option("weight of the off-diagonal (redundancy) term; the paper's 5e-3 is for proj_dim 8192",
+                               ge=0),
+               **PROJECTION_OPTIONS}
 
     def __init__(
         self, backbone: Backbone, views: Views, lambd: float = 5e-3, proj_hidden: int = 1024, proj_dim: int = 1024
     ) -> None:
         super().__init__(backbone, views)
-        if lambd < 0:
-            raise SelfmetaError(f"barlow: lambd must be non-negative, got {lambd}")
         self.lambd = lambd
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
 

@@ -16,7 +16,7 @@ Two hooks, no-ops by default, cover what some methods do outside the gradient st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -24,6 +24,7 @@ from torch import nn
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
+from selfmeta.options import Option
 from selfmeta.registry import Registry
 
 
@@ -37,6 +38,7 @@ class Method(nn.Module):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     modalities: ClassVar[tuple[str, ...]] = ("image", "table")  # the data it can train on
+    options: ClassVar[dict[str, Option]] = {}                   # range and help of each keyword option
 
     def __init__(self, backbone: Backbone, views: Views) -> None:
         super().__init__()
@@ -59,12 +61,5 @@ class Method(nn.Module):
 
 
 METHODS: Registry[type[Method]] = Registry("method")
-BUILT_BY_ENGINE = ("backbone", "views", "spec")  # constructor arguments that are not user options
-
-
-def method_options(cls: type[Method]) -> dict[str, Any]:
-    """The keyword options a method takes, with their defaults (for validation and ``selfmeta list``)."""
-    import inspect
-
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]
-    return {p.name: p.default for p in params if p.name not in BUILT_BY_ENGINE}
+# Constructor arguments the engine supplies; the others are the method's options, declared in ``options``.
+BUILT_BY_ENGINE = ("backbone", "views", "spec")

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
+from selfmeta.options import Option
 from selfmeta.methods.momentum import cosine_momentum, ema_update_, momentum_copy
 from selfmeta.objectives.byol import byol_loss
 
@@ -37,6 +37,12 @@ class BYOL(Method):
         "BYOL: online network predicts a moving-average target's projection; no negatives, cosine momentum schedule"
     )
     paper = "Grill et al., Bootstrap Your Own Latent: A New Approach to Self-Supervised Learning, NeurIPS 2020"
+    options = {
+        "momentum": Option("tau_base, the target's starting moving-average rate (0.99 small data, 0.996 ImageNet)",
+                           ge=0, le=1),
+        **PROJECTION_OPTIONS,
+        "pred_hidden": Option("hidden width of the predictor", ge=1),
+    }
 
     def __init__(
         self,
@@ -48,8 +54,6 @@ class BYOL(Method):
         pred_hidden: int = 1024,
     ) -> None:
         super().__init__(backbone, views)
-        if not 0 <= momentum <= 1:
-            raise SelfmetaError(f"byol: momentum must be in [0, 1], got {momentum}")
         self.momentum = momentum
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
         self.predictor = projection_head(proj_dim, pred_hidden, proj_dim)

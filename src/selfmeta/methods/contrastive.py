@@ -12,7 +12,9 @@ from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS
 from selfmeta.methods.triplet import TwoViewMetric
+from selfmeta.methods.heads import PROJECTION_OPTIONS
 from selfmeta.objectives.metric import CONTRASTIVE_MINING, contrastive_loss
+from selfmeta.options import Option
 
 
 @METHODS.register("contrastive")
@@ -39,7 +41,11 @@ class Contrastive(TwoViewMetric):
     description = "Contrastive margin loss (Hadsell et al.) on two views per item, negatives from the global batch"
     paper = "Hadsell, Chopra & LeCun, Dimensionality Reduction by Learning an Invariant Mapping, CVPR 2006"
     loss_fn = staticmethod(contrastive_loss)
-    valid_mining = CONTRASTIVE_MINING
+    options = {
+        "margin": Option("distance beyond which negatives cost nothing", gt=0),
+        "mining": Option("which pairs count: the hardest per anchor, semi-hard, or all", choices=CONTRASTIVE_MINING),
+        **PROJECTION_OPTIONS,
+    }
 
     def __init__(
         self,

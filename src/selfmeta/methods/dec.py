@@ -13,7 +13,8 @@ from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.options import Option
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
 from selfmeta.methods.pseudolabels import dataset_outputs, seed_from_torch
 from selfmeta.methods.simclr import global_nt_xent
 from selfmeta.objectives.dec import dec_loss, log_soft_assignment
@@ -60,6 +61,15 @@ class DEC(Method):
 
     description = "DEC: contrastive warm-up, k-means centroids, Student's t assignment, KL to the sharpened target + balance"
     paper = "Xie, Girshick & Farhadi, Unsupervised Deep Embedding for Clustering Analysis, ICML 2016"
+    options = {
+        "num_clusters": Option("K, the clusters predict returns", ge=2),
+        "alpha": Option("degrees of freedom of the Student's t kernel (DEC: 1)", gt=0),
+        "beta": Option("weight of the balance term (0: plain DEC)", ge=0),
+        "warmup_epochs": Option("epochs of the contrastive term alone before k-means", ge=0),
+        "contrast_weight": Option("weight of the NT-Xent term (0 drops it)", ge=0),
+        "temperature": Option("NT-Xent temperature", gt=0),
+        **PROJECTION_OPTIONS,
+    }
 
     def __init__(
         self,
@@ -75,16 +85,6 @@ class DEC(Method):
         proj_dim: int = 128,
     ) -> None:
         super().__init__(backbone, views)
-        if not isinstance(num_clusters, int) or num_clusters < 2:
-            raise SelfmetaError(f"num_clusters must be an integer >= 2, got {num_clusters!r}")
-        if not isinstance(alpha, (int, float)) or alpha <= 0:
-            raise SelfmetaError(f"alpha must be a positive number, got {alpha!r}")
-        if not isinstance(beta, (int, float)) or beta < 0:
-            raise SelfmetaError(f"beta must be a number >= 0, got {beta!r}")
-        if not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise SelfmetaError(f"warmup_epochs must be an integer >= 0, got {warmup_epochs!r}")
-        if not isinstance(contrast_weight, (int, float)) or contrast_weight < 0:
-            raise SelfmetaError(f"contrast_weight must be a number >= 0, got {contrast_weight!r}")
         self.num_clusters = num_clusters
         self.alpha = float(alpha)
         self.beta = float(beta)

@@ -9,8 +9,8 @@ from torch import nn
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS
+from selfmeta.options import Option
 from selfmeta.methods.pseudolabels import PseudoLabelMethod, dataset_outputs, seed_from_torch
 from selfmeta.objectives.balanced import balanced_cross_entropy
 from selfmeta.objectives.kmeans import kmeans, pca_whiten
@@ -45,15 +45,15 @@ class DeepCluster(PseudoLabelMethod):
 
     description = "DeepCluster: k-means pseudo-labels on PCA-whitened features each epoch, class-balanced cross-entropy"
     paper = "Caron et al., Deep Clustering for Unsupervised Learning of Visual Features, ECCV 2018"
+    options = {
+        "pca_dim": Option("dimensions kept by the PCA whitening before k-means (paper: 256)", ge=1),
+        "kmeans_iters": Option("Lloyd iterations per epoch (paper: 20)", ge=1),
+    }
 
     def __init__(
         self, backbone: Backbone, views: Views, num_clusters: int = 100, pca_dim: int = 256, kmeans_iters: int = 20
     ) -> None:
         super().__init__(backbone, views, num_clusters)
-        if not isinstance(pca_dim, int) or pca_dim < 1:
-            raise SelfmetaError(f"pca_dim must be a positive integer, got {pca_dim!r}")
-        if not isinstance(kmeans_iters, int) or kmeans_iters < 1:
-            raise SelfmetaError(f"kmeans_iters must be a positive integer, got {kmeans_iters!r}")
         self.pca_dim = pca_dim
         self.kmeans_iters = kmeans_iters
         self.reset_head()

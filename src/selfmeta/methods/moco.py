@@ -12,9 +12,10 @@ from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
 from selfmeta.methods.momentum import ema_update_, momentum_copy
 from selfmeta.objectives.infonce import info_nce
+from selfmeta.options import Option
 
 
 @METHODS.register("moco")
@@ -48,6 +49,12 @@ class MoCo(Method):
     )
     paper = ("He et al., Momentum Contrast for Unsupervised Visual Representation Learning, CVPR 2020; "
              "Chen et al., Improved Baselines with Momentum Contrastive Learning, arXiv:2003.04297, 2020")
+    options = {
+        "temperature": Option("InfoNCE temperature (MoCo v2: 0.2)", gt=0),
+        "queue_size": Option("negative keys K; clipped to a multiple of the global batch", ge=1),
+        "momentum": Option("key encoder moving-average rate (0.99 small data, 0.999 ImageNet)", ge=0, le=1),
+        **PROJECTION_OPTIONS,
+    }
 
     def __init__(
         self,
@@ -60,12 +67,6 @@ class MoCo(Method):
         proj_dim: int = 128,
     ) -> None:
         super().__init__(backbone, views)
-        if temperature <= 0:
-            raise SelfmetaError(f"moco: temperature must be positive, got {temperature}")
-        if not 0 <= momentum <= 1:
-            raise SelfmetaError(f"moco: momentum must be in [0, 1], got {momentum}")
-        if queue_size < 1:
-            raise SelfmetaError(f"moco: queue_size must be at least 1, got {queue_size}")
         self.temperature = temperature
         self.momentum = momentum
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)

@@ -24,6 +24,7 @@ from selfmeta.encoders import to_unit
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import Method, StepOutput
+from selfmeta.options import Option
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,11 @@ class PseudoLabelMethod(Method):
     are used (at least two items per cluster on average), the others are sliced off.
     """
 
+    options = {"num_clusters": Option("k pseudo-classes (over-clustering, several times the true classes, helps)",
+                                      ge=2)}
+
     def __init__(self, backbone: Backbone, views: Views, num_clusters: int) -> None:
         super().__init__(backbone, views)
-        if not isinstance(num_clusters, int) or num_clusters < 2:
-            raise SelfmetaError(f"num_clusters must be an integer >= 2, got {num_clusters!r}")
         self.num_clusters = num_clusters
         self.head = nn.Linear(backbone.num_features, num_clusters)
         self.register_buffer("pseudo_labels", torch.zeros(0, dtype=torch.long))      # (N,), sized at relabel

@@ -22,6 +22,7 @@ from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
+from selfmeta.options import Option
 from selfmeta.objectives.reconstruction import masked_mse
 
 TABLE_FILLS = ("mean", "swap")
@@ -131,6 +132,15 @@ class Reconstruction(Method):
         "Vincent et al., Extracting and Composing Robust Features with Denoising Autoencoders, ICML 2008; "
         "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022"
     )
+    options = {
+        "mask_ratio": Option("fraction of patches (images) or features (tables) hidden", ge=0, lt=1),
+        "patch_size": Option("side of the masked squares in pixels; null: about a seventh of the side", ge=1),
+        "masked_only": Option("score the hidden part only (MAE); false: every position (denoising AE)"),
+        "augment": Option("corrupt the augmented views (true) or the raw inputs (false)"),
+        "decoder_width": Option("channels of the image decoder, hidden width of the table decoder", ge=1),
+        "table_fill": Option("a masked table value becomes the feature's mean or another row's value",
+                             choices=TABLE_FILLS),
+    }
 
     def __init__(
         self,
@@ -144,14 +154,8 @@ class Reconstruction(Method):
         table_fill: str = "mean",
     ) -> None:
         super().__init__(backbone, views)
-        if not 0 <= mask_ratio < 1:
-            raise SelfmetaError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if mask_ratio == 0 and masked_only:
             raise SelfmetaError("mask_ratio=0 hides nothing to score; set masked_only=false or a ratio above 0")
-        if table_fill not in TABLE_FILLS:
-            raise SelfmetaError(f"unknown table_fill {table_fill!r}; valid: {', '.join(TABLE_FILLS)}")
-        if decoder_width < 1:
-            raise SelfmetaError(f"decoder_width must be positive, got {decoder_width}")
         self.mask_ratio = float(mask_ratio)
         self.masked_only = bool(masked_only)
         self.augment = bool(augment)

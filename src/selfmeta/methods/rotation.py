@@ -16,6 +16,7 @@ from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
+from selfmeta.options import Option
 
 NUM_ROTATIONS = 4  # multiples of 90 degrees: the only rotations that need no interpolation or padding
 ROTATION_MODES = ("all", "random")
@@ -61,6 +62,11 @@ class Rotation(Method):
     description = "RotNet: predict which of 4 rotations (0/90/180/270 degrees) was applied; square images only"
     paper = "Gidaris, Singh & Komodakis, Unsupervised Representation Learning by Predicting Image Rotations, ICLR 2018"
     modalities = ("image",)
+    options = {
+        "rotations": Option("all: every view in all four rotations; random: one random rotation per view",
+                            choices=ROTATION_MODES),
+        "augment": Option("rotate the augmented views (true) or the images as they are (false)"),
+    }
 
     def __init__(self, backbone: Backbone, views: Views, rotations: str = "all", augment: bool = True) -> None:
         super().__init__(backbone, views)
@@ -72,10 +78,8 @@ class Rotation(Method):
                 f"rotation needs square images (a 90-degree turn of {height}x{width} images is {width}x{height}); "
                 "resize or crop the images to a square, or choose another method"
             )
-        if rotations not in ROTATION_MODES:
-            raise SelfmetaError(f"unknown rotations {rotations!r}; valid: {', '.join(ROTATION_MODES)}")
         self.rotations = rotations
-        self.augment = bool(augment)
+        self.augment = augment
         self.classifier = nn.Linear(backbone.num_features, NUM_ROTATIONS)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:

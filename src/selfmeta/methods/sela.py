@@ -8,8 +8,8 @@ import torch
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS
+from selfmeta.options import Option
 from selfmeta.methods.pseudolabels import PseudoLabelMethod, dataset_outputs
 from selfmeta.objectives.sinkhorn import sinkhorn
 
@@ -44,15 +44,15 @@ class SeLa(PseudoLabelMethod):
     description = "SeLa: equal-partition pseudo-labels by optimal transport (Sinkhorn-Knopp) each epoch, cross-entropy"
     paper = ("Asano, Rupprecht & Vedaldi, Self-labelling via simultaneous clustering and representation "
              "learning, ICLR 2020")
+    options = {
+        "lam": Option("inverse entropic regularization of the transport (paper: 25)", gt=0),
+        "sinkhorn_iters": Option("most Sinkhorn-Knopp iterations per re-labelling", ge=1),
+    }
 
     def __init__(
         self, backbone: Backbone, views: Views, num_clusters: int = 100, lam: float = 25.0, sinkhorn_iters: int = 100
     ) -> None:
         super().__init__(backbone, views, num_clusters)
-        if not isinstance(lam, (int, float)) or lam <= 0:
-            raise SelfmetaError(f"lam must be a positive number, got {lam!r}")
-        if not isinstance(sinkhorn_iters, int) or sinkhorn_iters < 1:
-            raise SelfmetaError(f"sinkhorn_iters must be a positive integer, got {sinkhorn_iters!r}")
         self.lam = float(lam)
         self.sinkhorn_iters = sinkhorn_iters
 

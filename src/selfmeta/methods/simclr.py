@@ -9,7 +9,8 @@ from selfmeta import distributed
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
+from selfmeta.options import Option
 from selfmeta.objectives import nt_xent
 
 
@@ -29,6 +30,8 @@ class SimCLR(Method):
 
     description = "SimCLR: two views, projection head, NT-Xent with in-batch negatives (gathered across ranks)"
     paper = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
+    options = {"temperature": Option("NT-Xent temperature; 0.1-0.5 is usual, smaller is sharper", gt=0),
+               **PROJECTION_OPTIONS}
 
     def __init__(
         self, backbone: Backbone, views: Views, temperature: float = 0.5, proj_hidden: int = 512, proj_dim: int = 128

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from selfmeta import distributed
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
+from selfmeta.options import Option
 from selfmeta.objectives.metric import TRIPLET_MINING, triplet_loss
 
 MetricLoss = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -33,16 +33,11 @@ class TwoViewMetric(Method):
     """
 
     loss_fn: MetricLoss
-    valid_mining: tuple[str, ...]
 
     def __init__(
         self, backbone: Backbone, views: Views, margin: float, mining: str, proj_hidden: int, proj_dim: int
     ) -> None:
         super().__init__(backbone, views)
-        if mining not in self.valid_mining:
-            raise SelfmetaError(f"unknown mining {mining!r}; valid: {', '.join(self.valid_mining)}")
-        if margin <= 0:
-            raise SelfmetaError(f"the margin must be positive, got {margin}")
         self.margin = float(margin)
         self.mining = mining
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
@@ -91,7 +86,12 @@ class Triplet(TwoViewMetric):
         "CVPR 2015; Hermans, Beyer & Leibe, In Defense of the Triplet Loss for Person Re-Identification, 2017"
     )
     loss_fn = staticmethod(triplet_loss)
-    valid_mining = TRIPLET_MINING
+    options = {
+        "margin": Option("alpha on squared distances of unit vectors (in [0, 4]); 0.1-0.5 is useful", gt=0),
+        "mining": Option("batch_hard: hardest positive and negative per anchor; semi_hard: FaceNet's",
+                         choices=TRIPLET_MINING),
+        **PROJECTION_OPTIONS,
+    }
 
     def __init__(
         self,

@@ -8,9 +8,9 @@ import torch
 from selfmeta import distributed
 from selfmeta.data.views import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
-from selfmeta.methods.heads import projection_head
+from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
+from selfmeta.options import Option
 from selfmeta.objectives.vicreg import vicreg_terms
 
 
@@ -35,6 +35,12 @@ class VICReg(Method):
     description = "VICReg: invariance + variance + covariance regularization of two views' projections (global batch)"
     paper = ("Bardes, Ponce & LeCun, VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised "
              "Learning, ICLR 2022")
+    options = {
+        "sim_coeff": Option("lambda, weight of the invariance (MSE) term (paper: 25)", ge=0),
+        "std_coeff": Option("mu, weight of the variance hinge (paper: 25; keep it >= sim_coeff)", ge=0),
+        "cov_coeff": Option("nu, weight of the covariance term (paper: 1)", ge=0),
+        **PROJECTION_OPTIONS,
+    }
 
     def __init__(
         self,
@@ -47,9 +53,6 @@ class VICReg(Method):
         proj_dim: int = 1024,
     ) -> None:
         super().__init__(backbone, views)
-        for name, value in (("sim_coeff", sim_coeff), ("std_coeff", std_coeff), ("cov_coeff", cov_coeff)):
-            if value < 0:
-                raise SelfmetaError(f"vicreg: {name} must be non-negative, got {value}")
         self.sim_coeff, self.std_coeff, self.cov_coeff = sim_coeff, std_coeff, cov_coeff
         self.projector = projection_head(backbone.num_features, proj_hidden, proj_dim)
 
