@@ -65,7 +65,7 @@ def test_mlp_on_flat_rows_needs_no_input_shape(digits):
     features = estimator.transform(X[:50])
     assert features.shape == (50, estimator.n_features_out_) and estimator.n_features_out_ == 256
     assert np.isfinite(features).all()
-    with pytest.raises(SelfmetaError, match="fitted on"):
+    with pytest.raises(SelfmetaError, match="X has 32 features, but SelfSupervised is expecting 64 features as input"):
         estimator.transform(X[:, :32])
 
 
@@ -120,9 +120,21 @@ def test_loading_something_else_is_refused(tmp_path):
         SelfSupervised.load(text)
     # A selfmeta weights file of a run (no estimator parameters) is not an estimator either.
     weights = tmp_path / "encoder.safetensors"
-    save_weights(weights, {"w": torch.ones(2)}, {"encoder": "conv4", "input_shape": [1, 8, 8], "modality": "image"})
+    run_description = {"encoder": "conv4", "encoder_options": {}, "input_shape": [1, 8, 8], "modality": "image",
+                       "method": "simclr"}
+    save_weights(weights, {"w": torch.ones(2)}, run_description)
     with pytest.raises(SelfmetaError, match="not a saved SelfSupervised estimator"):
         SelfSupervised.load(weights)
+    # Metadata of the wrong shape, or parameters this version does not know: one clear error each.
+    for description, message in [([1, 2], "its description is not a table"),
+                                 ({**run_description, "input_shape": "8x8"}, "no valid 'input_shape'"),
+                                 ({**run_description, "input_shape": [1, -8, 8]}, "input_shape [1, -8, 8]"),
+                                 ({**run_description, "modality": "sound"}, "unknown modality 'sound'"),
+                                 ({**run_description, "params": {"depth": 3}, "n_features_in": 64},
+                                  "parameters this version does not know: depth")]:
+        save_weights(weights, {"w": torch.ones(2)}, description)
+        with pytest.raises(SelfmetaError, match=re.escape(message)):
+            SelfSupervised.load(weights)
     with pytest.raises(SelfmetaError):
         SelfSupervised.load(tmp_path / "absent.safetensors")
 
@@ -173,7 +185,7 @@ def test_nan_at_transform_is_refused(fitted, digits):
     X, _ = digits
     bad = X[:10].copy()
     bad[0, 0] = np.inf
-    with pytest.raises(SelfmetaError, match="NaN or infinite"):
+    with pytest.raises(SelfmetaError, match="Input X contains infinity"):
         fitted.transform(bad)
 
 

@@ -258,20 +258,25 @@ def test_pretrain_corrupt_png(cli, tmp_path):
 
 def test_pretrain_refuses_an_existing_run_without_resume(cli, tmp_path):
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "notes.txt").write_text("keep me")
     (tmp_path / "run" / "config.json").write_text('{"config": {}}')
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"a resumable run")
     before = tree(tmp_path / "run")
-    assert_user_error(cli(*pretrain_args("--data", "digits")), "already exists", "--resume")
+    assert_user_error(cli(*pretrain_args("--data", "digits")), "already holds a run", "pass --resume")
+    assert tree(tmp_path / "run") == before
+    (tmp_path / "run" / "checkpoint.pt").unlink()
+    (tmp_path / "run" / "notes.txt").write_text("keep me")  # not a run's file: the folder is never taken over
+    before = tree(tmp_path / "run")
+    assert_user_error(cli(*pretrain_args("--data", "digits")), "already exists and holds files of its own (notes.txt)")
     assert tree(tmp_path / "run") == before
 
 
 def test_resume_without_checkpoint(cli, tmp_path):
-    assert_user_error(cli(*pretrain_args("--data", "digits", "--resume")), "checkpoint.pt")
+    assert_user_error(cli(*pretrain_args("--data", "digits", "--resume")), "there is no run in run to resume")
     assert not (tmp_path / "run").exists()
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "notes.txt").write_text("keep me")
     before = tree(tmp_path / "run")
-    assert_user_error(cli(*pretrain_args("--data", "digits", "--resume")), "no checkpoint.pt")
+    assert_user_error(cli(*pretrain_args("--data", "digits", "--resume")), "holds files of its own (notes.txt)")
     assert tree(tmp_path / "run") == before
 
 

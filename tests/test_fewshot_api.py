@@ -51,7 +51,7 @@ def test_estimator_contract(split_digits, fitted):
 
 def test_clear_errors(split_digits, fitted):
     X, y, X_new, y_new = split_digits
-    with pytest.raises(SelfmetaError, match="needs labels"):
+    with pytest.raises(SelfmetaError, match="requires y to be passed"):
         FewShotLearner(**PARAMS).fit(X, None)
     with pytest.raises(SelfmetaError, match="at least 2 classes"):
         fitted.adapt(X_new[:3], [6, 6, 6])

@@ -23,6 +23,7 @@ for MAML, Meta-SGD and Reptile)::
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +31,13 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine.checkpoint import load_weights, save_weights
 from selfmeta.engine.config import TrainConfig
 from selfmeta.encoders import to_unit
-from selfmeta.engine.model import build_method, describe, embed, rebuild_backbone
+from selfmeta.engine.model import build_method, check_description, describe, embed, rebuild_backbone
 from selfmeta.engine.trainer import train
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, Method
@@ -44,14 +45,24 @@ from selfmeta.methods import METHODS, Method
 METHOD_PREFIX = "method."  # saved tensors of the method's own state (heads, centroids), beside the backbone's
 
 
-def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None) -> Dataset:
+def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_items: int = 1) -> Dataset:
     """Arrays or tensors -> Dataset. (N, D) rows are a table unless ``input_shape`` = (C, H, W) reshapes
-    them into images; (N, H, W) and (N, C, H, W) are images (uint8 0..255, or floats in [0, 1])."""
-    x = torch.as_tensor(np.asarray(X) if not isinstance(X, torch.Tensor) else X)
-    if x.ndim == 0 or x.numel() == 0:
-        raise SelfmetaError("X is empty")
-    if x.is_complex() or x.dtype == torch.bool:
+    them into images; (N, H, W) and (N, C, H, W) are images (uint8 0..255, or floats in [0, 1]).
+
+    Checked by scikit-learn's ``check_array``, so bad input gets scikit-learn's own messages (sparse,
+    complex, NaN, 1-D, too few samples...), as SelfmetaError (a ValueError); objects that are not numbers
+    keep its TypeError.
+    """
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    try:
+        x = check_array(X, accept_sparse=False, dtype="numeric", allow_nd=True, ensure_min_samples=min_items,
+                        input_name="X")
+    except ValueError as exc:
+        raise SelfmetaError(" ".join(str(exc).split())) from None
+    if x.dtype == bool:
         raise SelfmetaError(f"X must be real numbers, got {x.dtype}")
+    x = torch.from_numpy(np.require(x, requirements=("C", "W")))  # a read-only array (memmap) is copied
     if input_shape is not None:
         if tuple(x.shape[1:]) != tuple(input_shape) and (x.ndim != 2 or x.shape[1] != int(np.prod(input_shape))):
             raise SelfmetaError(f"cannot view rows of shape {tuple(x.shape[1:])} as input_shape {tuple(input_shape)}")
@@ -64,9 +75,23 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None) -> Da
         x = x.float()
     labels, classes = None, []
     if y is not None:
-        classes_arr, inverse = np.unique(np.asarray(y), return_inverse=True)
+        y = np.asarray(y)
+        if y.shape != (len(x),):
+            raise SelfmetaError(f"y must hold one label per item of X: {len(x)} items, y of shape {y.shape}")
+        classes_arr, inverse = np.unique(y, return_inverse=True)
         labels, classes = torch.as_tensor(inverse, dtype=torch.long), [str(c) for c in classes_arr]
     return Dataset(x, labels, classes, "image" if x.ndim == 4 else "table", "X")
+
+
+def _check_features(estimator: Any, data: Dataset) -> None:
+    """Items of the shape the estimator was fitted on, said in scikit-learn's words for tables."""
+    fitted = tuple(estimator.description_["input_shape"])
+    if data.input_shape == fitted:
+        return
+    name = type(estimator).__name__
+    if len(fitted) == 1 and len(data.input_shape) == 1:
+        raise SelfmetaError(f"X has {data.input_shape[0]} features, but {name} is expecting {fitted[0]} features as input")
+    raise SelfmetaError(f"X has items of shape {data.input_shape}; {name} was fitted on {fitted}")
 
 
 def _method_can_predict(estimator: "SelfSupervised") -> bool:
@@ -118,7 +143,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self, method: str = "simclr", encoder: str = "conv4", input_shape: tuple[int, ...] | None = None,
         epochs: int | None = 50, time_budget: float | None = None, batch_size: int = 256, lr: float | None = None,
         optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05,
-        precision: str = "fp32", method_options: dict | None = None, view_options: dict | None = None,
+        precision: str = "auto", method_options: dict | None = None, view_options: dict | None = None,
         encoder_options: dict | None = None, device: str = "auto", random_state: int = 0, verbose: bool = False,
     ) -> None:
         self.method = method
@@ -149,9 +174,14 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         )
 
     def fit(self, X: Any, y: Any = None) -> "SelfSupervised":
-        """Train on X without labels (``y`` is accepted for Pipeline compatibility and ignored)."""
+        """Train on X without labels (``y`` is accepted for Pipeline compatibility and ignored).
+
+        A ``batch_size`` larger than X is capped to the number of items (scikit-learn fits small arrays).
+        """
         cfg = self._config()
-        data = as_dataset(X, self.input_shape)
+        data = as_dataset(X, self.input_shape, min_items=2)
+        if cfg.batch_size > len(data):
+            cfg = replace(cfg, batch_size=len(data))
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.method_ = result.method.cpu().eval()
         self.backbone_ = self.method_.backbone
@@ -163,10 +193,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
 
     def _checked_data(self, X: Any) -> Dataset:
         data = as_dataset(X, self.input_shape)
-        if list(data.input_shape) != self.description_["input_shape"]:
-            raise SelfmetaError(
-                f"X has items of shape {data.input_shape}; the model was fitted on {tuple(self.description_['input_shape'])}"
-            )
+        _check_features(self, data)
         return data
 
     def _device(self) -> str:
@@ -198,6 +225,11 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
             method.cpu()
         return torch.cat(ids).numpy().astype(np.int64)
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]  # features are float32 whatever the input
+        return tags
+
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "backbone_")
         return np.array([f"selfsupervised{i}" for i in range(self.n_features_out_)], dtype=object)
@@ -222,9 +254,13 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
     def load(cls, path: str | Path) -> "SelfSupervised":
         """Load an estimator saved by ``save``; no pickle is involved."""
         state, description = load_weights(Path(path))
-        if "params" not in description:
-            raise SelfmetaError(f"{path}: not a saved SelfSupervised estimator")
-        params = description.pop("params")
+        description = check_description(description, path)
+        params, n_features_in = description.pop("params", None), description.pop("n_features_in", None)
+        if not isinstance(params, dict) or not isinstance(n_features_in, int):
+            raise SelfmetaError(f"{path}: not a saved SelfSupervised estimator (no parameters in its metadata)")
+        unknown = sorted(set(params) - set(cls().get_params()))
+        if unknown:
+            raise SelfmetaError(f"{path}: saved with parameters this version does not know: {', '.join(unknown)}")
         if params.get("input_shape") is not None:
             params["input_shape"] = tuple(params["input_shape"])
         estimator = cls(**params)
@@ -236,7 +272,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
             estimator.method_ = estimator._rebuild_method(description, method_state) if with_method else None
         if estimator.method_ is not None:
             estimator.backbone_ = estimator.method_.backbone
-        estimator.n_features_in_ = description.pop("n_features_in")
+        estimator.n_features_in_ = n_features_in
         estimator.description_ = description
         estimator.n_features_out_ = estimator.backbone_.num_features
         estimator.history_ = []
@@ -258,6 +294,12 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
 
 # --- few-shot: meta-train on labelled classes, adapt to new ones ---------------------------------------------
 
+def _adapted(learner: "FewShotLearner") -> bool:
+    if "support_x_" not in vars(learner):
+        raise AttributeError("predict: call adapt(X_support, y_support) first; it gives the classes to predict")
+    return True
+
+
 class FewShotLearner(TransformerMixin, BaseEstimator):
     """Meta-train an encoder on N-way K-shot episodes of labelled data; adapt it to new classes.
 
@@ -277,7 +319,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
     def __init__(
         self, method: str = "protonet", encoder: str = "conv4", input_shape: tuple[int, ...] | None = None,
         ways: int = 5, shots: int = 1, queries: int = 15, tasks_per_step: int = 32, steps: int | None = 1000,
-        time_budget: float | None = None, lr: float | None = None, precision: str = "fp32",
+        time_budget: float | None = None, lr: float | None = None, precision: str = "auto",
         method_options: dict | None = None, encoder_options: dict | None = None, device: str = "auto",
         random_state: int = 0, verbose: bool = False,
     ) -> None:
@@ -310,9 +352,10 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> FewShotLearner:
         """Meta-train on episodes drawn from the classes of (X, y)."""
         if y is None:
-            raise SelfmetaError("FewShotLearner.fit needs labels y (episodes are drawn from the classes)")
+            raise SelfmetaError("FewShotLearner requires y to be passed, but the target y is None (episodes are "
+                                "drawn from its classes)")
         cfg = self._config()
-        data = as_dataset(X, self.input_shape, y)
+        data = as_dataset(X, self.input_shape, y, min_items=2)
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.learner_ = result.method.cpu().eval()
         self.backbone_ = self.learner_.backbone
@@ -321,12 +364,15 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         self.history_ = result.history
         return self
 
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = True                      # episodes are drawn from the classes of y
+        tags.transformer_tags.preserves_dtype = ["float32"]   # features are float32 whatever the input
+        return tags
+
     def _items(self, X: Any) -> torch.Tensor:
         data = as_dataset(X, self.input_shape)
-        if list(data.input_shape) != self.description_["input_shape"]:
-            raise SelfmetaError(
-                f"X has items of shape {data.input_shape}; the model was fitted on {tuple(self.description_['input_shape'])}"
-            )
+        _check_features(self, data)
         return data.x
 
     def transform(self, X: Any) -> np.ndarray:
@@ -345,8 +391,10 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         self.support_x_, self.support_y_, self.classes_ = x, torch.as_tensor(y, dtype=torch.long), classes
         return self
 
+    @available_if(_adapted)
     def predict(self, X: Any, batch_size: int = 500) -> np.ndarray:
-        """The support class of every query item of X (after ``adapt``)."""
+        """The support class of every query item of X. Only there after ``adapt``: until a support set is
+        given there are no classes to predict (``hasattr(learner, "predict")`` is False)."""
         check_is_fitted(self, "support_x_")
         query = self._items(X)
         support = to_unit(self.support_x_).unsqueeze(0)                    # (1, S, ...)

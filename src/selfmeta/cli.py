@@ -27,6 +27,7 @@ from typing import NoReturn
 import numpy as np
 
 from selfmeta.data.dataset import SPLITS
+from selfmeta import distributed
 from selfmeta.errors import SelfmetaError
 
 
@@ -40,7 +41,7 @@ def _data_args(p: argparse.ArgumentParser, split: str) -> None:
 def _load(args: argparse.Namespace, split: str | None = None):
     from selfmeta.data import load_data
 
-    options = {"label_column": args.label_column} if args.label_column else {}
+    options = {"label_column": args.label_column} if args.label_column is not None else {}
     return load_data(args.data, split or args.split, args.format, **options)
 
 
@@ -135,35 +136,35 @@ def cmd_metatrain(args: argparse.Namespace) -> None:
 
 def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
     """pretrain (``episode`` None) and metatrain (``episode``: the episode flags given on the command line)."""
-    from selfmeta.engine.config import TrainConfig, apply_overrides, read_config_file
+    from selfmeta.data.source import fingerprint
+    from selfmeta.engine.config import TrainConfig, read_config_file, resolve_options
     from selfmeta.engine.trainer import CONFIG, train
 
     out = Path(args.out)
+    saved = {}
     if args.resume and (out / CONFIG).is_file():
-        values = json.loads((out / CONFIG).read_text())["config"]
-    else:
-        values = read_config_file(args.config) if args.config else {}
+        try:
+            saved = json.loads((out / CONFIG).read_text())["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SelfmetaError(f"--resume: {out / CONFIG} is unreadable; it is not a selfmeta run") from None
+    flags = {}
     if episode is not None:
-        values.setdefault("method", "protonet")
-        values.setdefault("tasks", "labels")
-        values.update(episode)
-    for key in ("method", "encoder"):
+        flags.update({"method": "protonet", "tasks": "labels"} if not saved else {}, **episode)
+    flags.update({key: getattr(args, key) for key in ("method", "encoder") if getattr(args, key) is not None})
+    # --epochs, --steps or --time-budget on the command line sets the run's length alone.
+    for key in ("epochs", "steps", "time_budget"):
         if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    # --epochs or --time-budget on the command line sets the run's length alone; a config file may set both.
-    if args.epochs is not None:
-        values.update(epochs=args.epochs, steps=None, time_budget=None)
-    if args.steps is not None:
-        values.update(epochs=None, steps=args.steps, time_budget=None)
-    if args.time_budget is not None:
-        values.update(epochs=None, steps=None, time_budget=args.time_budget)
-    values = apply_overrides(values, args.overrides)
+            flags.update(epochs=None, steps=None, time_budget=None)
+            flags[key] = getattr(args, key)
+    config_file = read_config_file(args.config) if args.config else {}
+    values = resolve_options(saved, config_file, flags, args.overrides)
     data = _load(args)
     values.setdefault("encoder", "conv4" if data.modality == "image" else "mlp")
     cfg = TrainConfig.from_dict(values)
-    info = {"path": str(args.data), "format": args.format, "split": args.split, "items": len(data)}
+    info = {**fingerprint(args.data), "format": args.format, "split": args.split,
+            "label_column": args.label_column}
     result = train(cfg, data, out, resume=args.resume, progress=not args.no_progress, data_info=info)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun one summary is enough (the group is ended)
+    if distributed.launched_rank() != 0:  # under torchrun one summary is enough (the group is ended)
         return
     print(json.dumps({"run_dir": str(out), "steps": result.steps, "epochs": round(result.epochs_done, 3),
                       "seconds": round(result.elapsed, 1), "stopped_by": result.stopped_by,
@@ -192,7 +193,8 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
 
     if args.adapt not in ADAPTATIONS:
         raise SelfmetaError(f"unknown adaptation {args.adapt!r}; valid: {', '.join(ADAPTATIONS)}")
-    spec = EpisodeSpec(args.ways or 5, args.shots or 1, args.queries or 15)
+    spec = EpisodeSpec(*(default if given is None else given for given, default in
+                         ((args.ways, 5), (args.shots, 1), (args.queries, 15))))
     start = time.perf_counter()
     episodes = fewshot_episodes(test.require_labels(), spec, args.episodes)
     _, description = load_backbone(args.run_dir)
@@ -211,11 +213,14 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from selfmeta.engine.checkpoint import atomic_write
+    from selfmeta.files import atomic_write
     from selfmeta.evaluation import PROTOCOLS, run_protocol
 
     if args.protocol not in (*PROTOCOLS, "fewshot"):
         raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join((*PROTOCOLS, 'fewshot'))}")
+    run_dir = Path(args.run_dir)
+    if run_dir.is_dir() and not os.access(run_dir, os.W_OK):  # say so before the work, not after it
+        raise SelfmetaError(f"{run_dir} is not writable: evaluate writes its result to {run_dir / 'metrics.json'}")
     test = _load(args)
     if args.protocol == "fewshot":
         result = _fewshot(args, test)
@@ -230,15 +235,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
                               args.labels_per_class, args.seeds)
     result = {**result, "split": args.split, "data": str(args.data)}
     text = json.dumps(result)
-    run_dir = Path(args.run_dir)
-    atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(text + "\n"))
-    with open(run_dir / "evaluations.jsonl", "a") as f:
-        f.write(text + "\n")
-    print(text)
+    print(text)  # first: a failure to write below still leaves the result on screen
+    if run_dir.is_dir():  # (a .safetensors file as RUN_DIR has no folder to write into)
+        atomic_write(run_dir / "metrics.json", lambda tmp: tmp.write_text(text + "\n"))
+        history = run_dir / "evaluations.jsonl"
+        previous = history.read_text() if history.is_file() else ""
+        atomic_write(history, lambda tmp: tmp.write_text(previous + text + "\n"))
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
-    from selfmeta.engine.checkpoint import atomic_write
+    from selfmeta.files import atomic_write
 
     out = Path(args.out)
     if out.suffix not in (".npy", ".parquet"):
@@ -333,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    from selfmeta.runtime import tune_allocator
+
+    tune_allocator()  # glibc keeps freed blocks: far less time in the kernel (selfmeta.runtime)
     try:
         COMMANDS[args.command](args)
     except SelfmetaError as exc:

@@ -31,6 +31,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def launched_rank() -> int:
+    """This process's rank as torchrun set it (``RANK``), also before the process group exists."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def init_from_env(device: torch.device) -> bool:
     """Join the process group that torchrun describes; a no-op when WORLD_SIZE is unset or 1.
 

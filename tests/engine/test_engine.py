@@ -14,7 +14,8 @@ from torch import nn
 
 from selfmeta.data import load_data
 from selfmeta.engine import TrainConfig, train
-from selfmeta.engine.checkpoint import atomic_write, load_checkpoint, load_weights, save_checkpoint, save_weights
+from selfmeta.engine.checkpoint import load_checkpoint, load_weights, save_checkpoint, save_weights
+from selfmeta.files import atomic_write
 from selfmeta.engine.config import apply_overrides
 from selfmeta.engine.optim import LARS, build_optimizer, lr_factor, param_groups
 from selfmeta.errors import SelfmetaError
@@ -446,14 +447,14 @@ def test_existing_run_dir_is_refused_and_left_alone(digits, tmp_path):
     (run / "sub").mkdir()
     (run / "sub" / "data.bin").write_bytes(b"\x00\x01")
     before = snapshot(run)
-    with pytest.raises(SelfmetaError, match="already exists and is not empty"):
+    with pytest.raises(SelfmetaError, match="already exists and holds files of its own"):
         train(small_config(), digits, run, progress=False)
     assert snapshot(run) == before
     assert sorted(p.name for p in run.iterdir()) == ["notes.txt", "sub"]
 
 
 def test_resume_without_checkpoint_is_refused(digits, tmp_path):
-    with pytest.raises(SelfmetaError, match="no checkpoint.pt"):
+    with pytest.raises(SelfmetaError, match="there is no run in .* to resume"):
         train(small_config(), digits, tmp_path / "run", resume=True, progress=False)
     assert not (tmp_path / "run").exists()
 
@@ -503,7 +504,7 @@ def test_resume_with_data_that_does_not_fit_the_checkpoint(tmp_path):
     cfg = TrainConfig(encoder="mlp", epochs=1, batch_size=32, log_every=1)
     train(cfg, table(10), tmp_path / "run", progress=False)
     cfg2 = TrainConfig(encoder="mlp", epochs=2, batch_size=32, log_every=1)
-    with pytest.raises(SelfmetaError, match="does not fit"):
+    with pytest.raises(SelfmetaError, match=r"other data or options: data input_shape \[12\] \(the run has \[10\]\)"):
         train(cfg2, table(12), tmp_path / "run", resume=True, progress=False)
     assert load_checkpoint(tmp_path / "run" / "checkpoint.pt")["step"] == 2  # the run is untouched
 

@@ -6,8 +6,10 @@ and is renamed only once its checksum matches, so a broken download never looks 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import shutil
 import tarfile
 import urllib.error
 import urllib.request
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfmeta.errors import SelfmetaError
+from selfmeta.files import temporary_name
 
 
 @dataclass(frozen=True)
@@ -57,23 +60,28 @@ def md5sum(path: Path) -> str:
 
 
 def fetch(remote: RemoteFile, folder: Path) -> Path:
-    """Download ``remote`` into ``folder`` unless a verified copy is already there."""
-    folder.mkdir(parents=True, exist_ok=True)
+    """Download ``remote`` into ``folder`` unless a verified copy is already there.
+
+    The download goes to a temporary file of this process's own (two downloads at once never share one)
+    and takes its real name only once its checksum matches.
+    """
     target = folder / remote.url.rsplit("/", 1)[-1]
     if target.is_file() and md5sum(target) == remote.md5:
         return target
-    partial = target.with_name(target.name + ".part")
+    partial = temporary_name(target)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         with urllib.request.urlopen(remote.url, timeout=60) as response, open(partial, "wb") as out:
             while chunk := response.read(1 << 20):
                 out.write(chunk)
+        if md5sum(partial) != remote.md5:
+            raise SelfmetaError(f"{remote.url}: checksum mismatch, download discarded")
+        os.replace(partial, target)
     except (urllib.error.URLError, OSError) as exc:
-        partial.unlink(missing_ok=True)
-        raise SelfmetaError(f"cannot download {remote.url} ({exc})") from None
-    if md5sum(partial) != remote.md5:
-        partial.unlink()
-        raise SelfmetaError(f"{remote.url}: checksum mismatch, download discarded")
-    os.replace(partial, target)
+        raise SelfmetaError(f"cannot download {remote.url} into {folder} ({exc})".splitlines()[0]) from None
+    finally:
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
     return target
 
 
@@ -85,14 +93,40 @@ def download_mnist(root: Path | None = None) -> Path:
     return folder
 
 
+def safe_members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """The archive's members if every one is a plain file or folder inside it (what ``filter="data"`` checks;
+    that filter needs Python 3.10.12 / 3.11.4 or later)."""
+    for member in tar.getmembers():
+        parts = Path(member.name).parts
+        if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+            raise SelfmetaError(f"{tar.name}: unsafe member {member.name!r} (absolute, outside the folder, or a link)")
+    return tar.getmembers()
+
+
 def download_cifar10(root: Path | None = None) -> Path:
-    """Fetch and unpack CIFAR-10 (python batches); returns ``.../cifar-10-batches-py``."""
+    """Fetch and unpack CIFAR-10 (python batches); returns ``.../cifar-10-batches-py``.
+
+    The archive is unpacked into a temporary folder that is renamed when complete, so an interrupted
+    extraction never passes for a finished one.
+    """
     root = root or cache_dir()
     folder = root / "cifar-10-batches-py"
-    if not (folder / "test_batch").is_file():
-        archive = fetch(CIFAR10, root)
+    if folder.is_dir():
+        return folder
+    archive = fetch(CIFAR10, root)
+    staging = temporary_name(folder)
+    try:
         with tarfile.open(archive) as tar:
-            tar.extractall(root, filter="data")
+            members = safe_members(tar)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(staging, members=members, filter="data")
+            else:
+                tar.extractall(staging, members=members)
+        os.replace(staging / folder.name, folder)
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise SelfmetaError(f"{archive}: cannot unpack ({exc})".splitlines()[0]) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

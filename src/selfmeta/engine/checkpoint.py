@@ -8,43 +8,31 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from safetensors import safe_open
 
 from selfmeta.errors import SelfmetaError
+from selfmeta.files import atomic_write
 
 CHECKPOINT = "checkpoint.pt"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 WEIGHTS = "encoder.safetensors"
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; give the permissions open() would
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_bytes(data: bytes) -> Callable[[Path], None]:
+    return lambda tmp: tmp.write_bytes(data)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    # Serialized in memory, then written by Python: torch's own file writer reports a full disk as an
+    # opaque RuntimeError ("unexpected pos"), Python's as OSError(ENOSPC).
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, _write_bytes(buffer.getvalue()))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -57,8 +45,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_weights(path: Path, state_dict: dict[str, torch.Tensor], description: dict[str, Any]) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={"selfmeta": json.dumps(description)}))
+    """Tensors (copied: safetensors refuses tensors that share memory) and the description as metadata."""
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in state_dict.items()}
+    atomic_write(path, _write_bytes(save(tensors, metadata={"selfmeta": json.dumps(description)})))
 
 
 def load_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

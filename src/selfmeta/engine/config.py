@@ -16,7 +16,8 @@ from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option, check_options
 
 PRECISIONS = ("auto", "fp32", "bf16")
-_PREFIX = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
+# key=value prefixes of the nested option tables: method.temperature=0.5 sets method_options["temperature"].
+GROUPS = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
 
 
 @dataclass
@@ -159,6 +160,23 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def resolve_options(saved: dict[str, Any], config_file: dict[str, Any], flags: dict[str, Any],
+                    overrides: list[str]) -> dict[str, Any]:
+    """A command's options, by one precedence (later sources win, key by key, nested tables merged):
+
+    the defaults of :class:`TrainConfig` < the run's own ``config.json`` (``--resume``) < ``--config FILE`` <
+    the command's flags (``--method``, ``--epochs``...) < ``key=value`` overrides.
+    """
+    values: dict[str, Any] = {}
+    for source in (saved, config_file, flags):
+        for key, value in source.items():
+            if key in GROUPS.values() and isinstance(value, dict) and isinstance(values.get(key), dict):
+                values[key] = {**values[key], **value}
+            else:
+                values[key] = value
+    return apply_overrides(values, overrides)
+
+
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key=value`` / ``method.key=value`` overrides to a config dict (a new dict)."""
     values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in values.items()}
@@ -168,9 +186,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
             raise SelfmetaError(f"expected key=value, got {item!r}")
         head, dot, rest = key.partition(".")
         if dot:
-            if head not in _PREFIX:
-                raise SelfmetaError(f"unknown option group {head!r}; valid: {', '.join(_PREFIX)}")
-            values.setdefault(_PREFIX[head], {})[rest] = parse_value(text)
+            if head not in GROUPS:
+                raise SelfmetaError(f"unknown option group {head!r}; valid: {', '.join(GROUPS)}")
+            values.setdefault(GROUPS[head], {})[rest] = parse_value(text)
         else:
             values[key] = parse_value(text)
     return values

@@ -57,6 +57,22 @@ def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
     }
 
 
+def check_description(description: Any, path: str | Path) -> dict[str, Any]:
+    """The description of a weights file, checked: a dict whose keys have the types ``describe`` writes."""
+    types = {"encoder": str, "encoder_options": dict, "input_shape": list, "modality": str, "method": str}
+    if not isinstance(description, dict):
+        raise SelfmetaError(f"{path}: not a selfmeta weights file (its description is not a table)")
+    for key, kind in types.items():
+        if not isinstance(description.get(key), kind):
+            raise SelfmetaError(f"{path}: not a selfmeta weights file (its description has no valid {key!r})")
+    shape = description["input_shape"]
+    if not (1 <= len(shape) <= 3 and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+        raise SelfmetaError(f"{path}: not a selfmeta weights file (input_shape {shape!r})")
+    if description["modality"] not in VIEWS:
+        raise SelfmetaError(f"{path}: unknown modality {description['modality']!r}; valid: {', '.join(VIEWS.names())}")
+    return description
+
+
 def rebuild_backbone(description: dict[str, Any], state: dict[str, torch.Tensor]) -> Backbone:
     shape = tuple(description["input_shape"])
     encoder = build_encoder(description["encoder"], shape, **description.get("encoder_options", {}))
@@ -77,6 +93,7 @@ def load_backbone(run_dir: str | Path) -> tuple[Backbone, dict[str, Any]]:
         if not path.is_file():
             raise SelfmetaError(f"{run_dir} holds no {WEIGHTS}: is it a finished selfmeta run directory?")
     state, description = load_weights(path)
+    description = check_description(description, path)
     # Files saved by SelfSupervised.save also hold the method's own tensors ("method.*"): not the backbone's.
     state = {k: v for k, v in state.items() if not k.startswith("method.")}
     return rebuild_backbone(description, state), description

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import sys
 import time
 from contextlib import nullcontext
@@ -35,12 +36,14 @@ from selfmeta import __version__, distributed
 from selfmeta.data.dataset import Dataset
 from selfmeta.encoders import to_unit
 from selfmeta.engine.batches import batch_plan
-from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, atomic_write, load_checkpoint, save_checkpoint, save_weights
-from selfmeta.engine.config import TrainConfig
+from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
+from selfmeta.engine.config import GROUPS, TrainConfig
 from selfmeta.engine.model import build_method, describe
 from selfmeta.engine.optim import build_optimizer, lr_factor
 from selfmeta.errors import SelfmetaError
+from selfmeta.files import atomic_write, remove_stale_temporaries, writer_pid
 from selfmeta.methods import Method
+from selfmeta.runtime import cpu_description, resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +105,7 @@ class _Metrics:
             return
         if resume_step >= 0 and self.path.is_file():
             # Keep the records up to the checkpoint: the steps after it are trained again.
-            kept = [r for r in map(json.loads, self.path.read_text().splitlines()) if r["step"] <= resume_step]
+            kept = [r for r in read_records(self.path) if r["step"] <= resume_step]
             atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
             self.history = kept
         from torch.utils.tensorboard import SummaryWriter
@@ -124,12 +127,87 @@ class _Metrics:
             self.tb.close()
 
 
-def prepare_run_dir(run_dir: Path, resume: bool) -> None:
-    if resume:
-        if not (run_dir / CHECKPOINT).is_file():
-            raise SelfmetaError(f"--resume: {run_dir} holds no {CHECKPOINT} to resume from")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        raise SelfmetaError(f"{run_dir} already exists and is not empty; choose another --out or pass --resume")
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl; a line that does not parse (torn by a kill mid-append) is dropped."""
+    records = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            log.warning("%s, line %d: not a whole record (a write cut short); dropped", path, number)
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+    return records
+
+
+# What a run directory holds (evaluate adds metrics.json and evaluations.jsonl to finished runs).
+RUN_ENTRIES = (CONFIG, METRICS, "tensorboard", CHECKPOINT, WEIGHTS, "ranks.json", "metrics.json", "evaluations.jsonl")
+# Options that --resume may change: a run can be continued for longer.
+LENGTH_OPTIONS = ("epochs", "steps", "time_budget")
+
+
+def prepare_run_dir(run_dir: Path, resume: bool, cfg: TrainConfig, data_record: dict[str, Any]) -> bool:
+    """Check ``run_dir`` before training; True when training resumes from its checkpoint.
+
+    A run directory is resumable once its first checkpoint is written. Before that (a crash, a kill, a NaN
+    loss or a full disk in the first epoch) it holds only ``config.json`` and logs: a rerun of the command,
+    with or without ``--resume``, takes it over and starts again from step 0. A directory that holds a
+    checkpoint is only continued with ``--resume``, and only with the same data and options (the length
+    options may change); anything else in the directory is refused, never deleted.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SelfmetaError(f"--out {run_dir} is a file, not a folder; choose another --out")
+    if (run_dir / CHECKPOINT).is_file():
+        if not resume:
+            raise SelfmetaError(f"{run_dir} already holds a run ({CHECKPOINT}); pass --resume to continue it, "
+                                "or choose another --out")
+        check_same_run(run_dir, cfg, data_record)
+        return True
+    entries = sorted(run_dir.iterdir()) if run_dir.is_dir() else []
+    foreign = [e.name for e in entries if e.name not in RUN_ENTRIES and writer_pid(e.name) is None]
+    if foreign:
+        raise SelfmetaError(f"{run_dir} already exists and holds files of its own ({', '.join(foreign[:3])}); "
+                            "choose another --out")
+    if not entries:
+        if resume:
+            raise SelfmetaError(f"--resume: there is no run in {run_dir} to resume")
+        return False
+    log.warning("%s holds a run that stopped before its first checkpoint: starting it again from step 0", run_dir)
+    if distributed.launched_rank() == 0:  # the other ranks only check
+        for entry in entries:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+    return False
+
+
+def _flat(values: dict[str, Any]) -> dict[str, Any]:
+    """Options by the names a user types (``lr``, ``method.temperature``), values as JSON gives them back."""
+    groups = {field: prefix for prefix, field in GROUPS.items()}
+    out = {}
+    for key, value in values.items():
+        if key in groups:
+            out.update({f"{groups[key]}.{k}": json.loads(json.dumps(v)) for k, v in value.items()})
+        else:
+            out[key] = json.loads(json.dumps(value))
+    return out
+
+
+def check_same_run(run_dir: Path, cfg: TrainConfig, data_record: dict[str, Any]) -> None:
+    """--resume: refuse other data or other options than the run's, listing every difference."""
+    try:
+        record = json.loads((run_dir / CONFIG).read_text())
+        saved, saved_data = dict(record["config"]), dict(record["data"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SelfmetaError(f"--resume: {run_dir / CONFIG} is missing or unreadable ({exc})".splitlines()[0]) from None
+    now, before = _flat(cfg.to_dict()), _flat(saved)
+    differ = [f"{k}={json.dumps(now.get(k))} (the run has {json.dumps(before.get(k))})"
+              for k in sorted(set(now) | set(before)) if k not in LENGTH_OPTIONS and now.get(k) != before.get(k)]
+    differ += [f"data {k} {json.dumps(data_record.get(k))} (the run has {json.dumps(saved_data.get(k))})"
+               for k in sorted(set(data_record) | set(saved_data)) if data_record.get(k) != saved_data.get(k)]
+    if differ:
+        raise SelfmetaError(f"--resume: {run_dir} was trained with other data or options: {'; '.join(differ)}. "
+                            "Resume with the run's own (only epochs, steps and time_budget may change), or start "
+                            "a new run with another --out")
 
 
 def train(
@@ -142,13 +220,16 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use)."""
     run_dir = Path(run_dir) if run_dir is not None else None
+    data_record = {**(data_info or {"name": data.name}), "items": len(data), "input_shape": list(data.input_shape)}
     if run_dir is not None:
-        prepare_run_dir(run_dir, resume)
+        resume = prepare_run_dir(run_dir, resume, cfg, data_record)
+    elif resume:
+        raise SelfmetaError("resume needs the run directory to resume from")
     device = resolve_device(cfg.device)
     own_group = distributed.init_from_env(device)
     finished = False
     try:
-        result = _train(cfg, data, run_dir, resume, progress, data_info)
+        result = _train(cfg, data, run_dir, resume, progress, data_record)
         finished = True
         return result
     finally:
@@ -157,8 +238,7 @@ def train(
 
 
 def _train(
-    cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume: bool, progress: bool,
-    data_info: dict[str, Any] | None,
+    cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume: bool, progress: bool, data_record: dict[str, Any],
 ) -> TrainResult:
     device = resolve_device(cfg.device)  # picks the local GPU once the group exists
     rank, world = distributed.rank(), distributed.world_size()
@@ -169,6 +249,7 @@ def _train(
     total_steps = cfg.steps if cfg.steps is not None else (
         cfg.epochs * steps_per_epoch if cfg.epochs is not None else None)
 
+    precision = resolve_precision(cfg.precision, device)  # auto: bf16 only where the hardware has it natively
     seed_everything(cfg.seed)
     method = build_method(cfg, data).to(device)
     if cfg.channels_last and data.modality == "image":
@@ -176,6 +257,7 @@ def _train(
     optimizer = build_optimizer(cfg.optimizer, method, cfg.base_lr, cfg.decay)
 
     step, elapsed_before = 0, 0.0
+    last_saved: int | None = None  # the step of the newest checkpoint on disk
     if resume and run_dir is not None:
         state = load_checkpoint(run_dir / CHECKPOINT)
         try:
@@ -186,6 +268,7 @@ def _train(
                 f"{run_dir / CHECKPOINT} does not fit this data and configuration ({exc})".splitlines()[0]
             ) from None
         step, elapsed_before = int(state["step"]), float(state["elapsed"])
+        last_saved = step
         set_rng_state(state["rng"][rank % len(state["rng"])], device)
         if state.get("finished"):
             log.info("%s already finished at step %d", run_dir, step)
@@ -199,12 +282,15 @@ def _train(
     description = describe(cfg, data)
     if run_dir is not None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(run_dir)
         record = {
             "config": cfg.to_dict(),
-            "data": data_info or {"name": data.name},
+            "data": data_record,
             "input_shape": list(data.input_shape),
             "modality": data.modality,
             "world_size": world,
+            "precision_used": precision,
+            "device": device.type if device.type == "cuda" else f"cpu ({cpu_description()})",
             "selfmeta_version": __version__,
             "torch_version": torch.__version__,
             "commands": [" ".join(sys.argv)],
@@ -213,7 +299,6 @@ def _train(
             record["commands"] = json.loads((run_dir / CONFIG).read_text()).get("commands", []) + record["commands"]
         atomic_write(run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
     metrics = _Metrics(run_dir if main else None, step if resume else -1)
-    last_saved = step
 
     def checkpoint(finished: bool, elapsed: float) -> None:
         nonlocal last_saved
@@ -230,7 +315,7 @@ def _train(
         last_saved = step
 
     autocast = (
-        torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16" else nullcontext()
+        torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     )
     bar = None
     if progress and main:
@@ -277,11 +362,14 @@ def _train(
                 out = model(x, index.to(device))
             loss = out.loss
             if not torch.isfinite(loss.detach()):
-                where = f" in {run_dir}" if run_dir is not None else ""
-                raise SelfmetaError(
-                    f"the loss became {float(loss.detach())} at step {step}; training stopped, the last good checkpoint "
-                    f"(step {last_saved}) is kept{where}. Try a lower lr or fp32"
-                )
+                if run_dir is None:
+                    kept = ""
+                elif last_saved is None:
+                    kept = f"; no checkpoint was written yet, so rerunning the command starts {run_dir} again"
+                else:
+                    kept = f"; the last good checkpoint (step {last_saved}) is kept in {run_dir}"
+                raise SelfmetaError(f"the loss became {float(loss.detach())} at step {step}; training stopped{kept}. "
+                                    "Try a lower lr or fp32")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -107,6 +107,12 @@ def run_protocol(
     test split. With ``labels_per_class`` the probe sees only that many labels per class (mean over seeds)."""
     if protocol not in PROTOCOLS:
         raise SelfmetaError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+    if seeds < 1:
+        raise SelfmetaError(f"--seeds must be at least 1, got {seeds}")
+    labels = test_y if protocol == "cluster" else train_y
+    if len(np.unique(labels)) < 2:
+        raise SelfmetaError(f"the {protocol} protocol needs at least 2 classes; the data has "
+                            f"{len(np.unique(labels))}")
     if protocol == "cluster":
         result = cluster_probe(test_x, test_y)
     else:

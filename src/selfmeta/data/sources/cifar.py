@@ -125,13 +125,18 @@ class CIFAR(DataSource):
                 raise SelfmetaError(f"{path / name}: expected (N, 3072) data and N labels, got {data.shape}")
             xs.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))
             ys.append(torch.from_numpy(labels))
-        classes: list[str] = []
+        y = torch.cat(ys)
         if (path / meta_file).is_file():
             meta = safe_unpickle(path / meta_file)
-            if not isinstance(meta, dict):
-                raise SelfmetaError(f"{path / meta_file}: not a CIFAR meta file (a {type(meta).__name__}, not a dict)")
-            classes = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(names_key, [])]
-        y = torch.cat(ys)
-        if not classes:
-            classes = [str(c) for c in range(int(y.max()) + 1)]
+            names = meta.get(names_key) if isinstance(meta, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, (bytes, str)) for n in names):
+                raise SelfmetaError(f"{path / meta_file}: not a CIFAR meta file (no list of class names under "
+                                    f"{names_key.decode()})")
+            classes = [n.decode(errors="replace") if isinstance(n, bytes) else n for n in names]
+            if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(classes)):
+                raise SelfmetaError(f"{path}: labels from {int(y.min())} to {int(y.max())}, but "
+                                    f"{meta_file} names {len(classes)} classes")
+        else:  # the label values that occur are the classes (never range(max + 1): one huge label is one class)
+            values, y = torch.unique(y, return_inverse=True)
+            classes = [str(int(v)) for v in values]
         return Dataset(torch.cat(xs), y, classes, "image", path.name)

@@ -9,6 +9,7 @@ big-endian int32, then the data.
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.source import SOURCES, DataSource
+from selfmeta.data.source import MAX_RATIO, SOURCES, DataSource
 from selfmeta.errors import SelfmetaError
 
 PREFIX = {"train": "train", "test": "t10k"}
@@ -33,25 +34,57 @@ def _find(folder: Path, stem: str) -> Path | None:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Parse one IDX file into an array; a truncated or malformed file raises SelfmetaError."""
+    """Parse one IDX file into an array; a truncated, padded or malformed file raises SelfmetaError.
+
+    The header's shape is checked against the file before the data is read: an uncompressed file must be
+    exactly that size, and a gzipped one may not decompress to more than ``MAX_RATIO`` times its size (a
+    small file cannot make the reader allocate gigabytes).
+    """
+    size = path.stat().st_size
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _DTYPES:
+                raise SelfmetaError(f"{path}: not an IDX file (bad magic number)")
+            ndim = magic[3]
+            dims = f.read(4 * ndim)
+            if len(dims) < 4 * ndim:
+                raise SelfmetaError(f"{path}: truncated IDX header")
+            shape = struct.unpack(f">{ndim}i", dims)
+            dtype = np.dtype(_DTYPES[magic[2]])
+            if any(n < 0 for n in shape):
+                raise SelfmetaError(f"{path}: negative size in the IDX header {shape}")
+            expected = math.prod(shape) * dtype.itemsize
+            limit = size - 4 - 4 * ndim if path.suffix != ".gz" else MAX_RATIO * size
+            if expected > limit:
+                raise SelfmetaError(f"{path}: the header's shape {shape} needs {expected} bytes, more than the file "
+                                    f"{'holds' if path.suffix != '.gz' else 'can decompress to'}; truncated or corrupt")
+            raw = f.read(expected + 1)
     except (EOFError, OSError, zlib.error) as exc:
-        raise SelfmetaError(f"{path}: corrupt or truncated gzip file ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _DTYPES:
-        raise SelfmetaError(f"{path}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise SelfmetaError(f"{path}: truncated IDX header")
-    shape = struct.unpack(f">{ndim}i", raw[4:header])
-    dtype = np.dtype(_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
+        raise SelfmetaError(f"{path}: corrupt or truncated file ({exc})") from None
+    if len(raw) != expected:
         raise SelfmetaError(
-            f"{path}: truncated or padded IDX file: shape {shape} needs {expected} bytes, found {len(raw) - header}"
+            f"{path}: truncated or padded IDX file: shape {shape} needs {expected} bytes, found {len(raw)}"
+            + ("" if len(raw) < expected else " or more")
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
+    return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+
+def as_images(x: np.ndarray, path: Path) -> torch.Tensor:
+    """(N, H, W) IDX values -> (N, 1, H, W) images: uint8 as they are, other integers within 0..255 as
+    uint8, floats within [0, 1] as float32; any other range is refused rather than wrapped or truncated."""
+    if x.dtype == np.uint8:
+        return torch.from_numpy(x.copy()).unsqueeze(1)
+    if x.size == 0:
+        return torch.from_numpy(x.astype(np.uint8)).unsqueeze(1)
+    low, high = x.min(), x.max()
+    if np.issubdtype(x.dtype, np.integer):
+        if low < 0 or high > 255:
+            raise SelfmetaError(f"{path}: pixel values from {low} to {high}; images take 0..255 (uint8) or floats in [0, 1]")
+        return torch.from_numpy(x.astype(np.uint8)).unsqueeze(1)
+    if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high > 1:
+        raise SelfmetaError(f"{path}: pixel values from {low} to {high}; float images take values in [0, 1]")
+    return torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
 
 
 @SOURCES.register("idx")
@@ -63,10 +96,12 @@ class IDX(DataSource):
         return path.is_dir() and _find(path, "train-images-idx3-ubyte") is not None
 
     @staticmethod
-    def _num_classes(path: Path) -> int:
-        """From every label file in the folder, so the train and test splits list the same classes."""
+    def _classes(path: Path) -> np.ndarray:
+        """The label values of every label file in the folder (sorted), so train and test share class indices.
+        Only values that occur are classes: a file with one label of 30,000,000 has one class, not 30 million."""
         files = [_find(path, f"{p}-labels-idx1-ubyte") for p in PREFIX.values()]
-        return max(int(read_idx(f).max()) + 1 for f in files if f is not None)
+        values = [np.unique(read_idx(f)) for f in files if f is not None]
+        return np.unique(np.concatenate(values)) if values else np.zeros(0, dtype=np.int64)
 
     def load(self, path: Path, split: str, **options: Any) -> Dataset:
         parts = ["train", "test"] if split == "all" else [split]
@@ -79,12 +114,19 @@ class IDX(DataSource):
             x = read_idx(images)
             if x.ndim != 3:
                 raise SelfmetaError(f"{images}: expected (N, H, W) images, got shape {x.shape}")
-            xs.append(torch.from_numpy(x.astype(np.uint8)).unsqueeze(1))  # (N, 1, H, W)
+            xs.append(as_images(x, images))                                  # (N, 1, H, W)
             if labels is not None:
                 y = read_idx(labels)
                 if y.shape != (len(x),):
                     raise SelfmetaError(f"{labels}: {len(y)} labels for {len(x)} images")
-                ys.append(torch.from_numpy(y.astype(np.int64)))
-        y = torch.cat(ys) if len(ys) == len(xs) else None
-        classes = [str(c) for c in range(self._num_classes(path))] if y is not None else []
+                if not np.issubdtype(y.dtype, np.integer):
+                    raise SelfmetaError(f"{labels}: labels must be integers, got {y.dtype}")
+                ys.append(y.astype(np.int64))
+        if len({x.dtype for x in xs}) > 1:
+            raise SelfmetaError(f"{path}: the train and test images have different pixel types")
+        y, classes = None, []
+        if len(ys) == len(xs):
+            values = self._classes(path)
+            y = torch.from_numpy(np.searchsorted(values, np.concatenate(ys)))
+            classes = [str(v) for v in values]
         return Dataset(torch.cat(xs), y, classes, "image", path.name)

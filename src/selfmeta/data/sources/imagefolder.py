@@ -1,8 +1,14 @@
 """Image folders ``root/<class>/<image>``, with optional ``train/`` and ``test/`` subfolders, on disk or in a .zip.
 
 PNG, JPEG, BMP, GIF and WebP are decoded with Pillow, in threads (Pillow releases the GIL while decoding).
-Every image must have the same size; grey images stay one channel, anything else becomes RGB.
-A folder without ``train/`` and ``test/`` gets the fixed stratified 80/20 split.
+Every image must have the same size. A folder of grey images stays one channel; if any image has colour,
+every image becomes RGB. A folder without ``train/`` and ``test/`` gets the fixed stratified 80/20 split.
+
+Nothing in a file can make the reader use unbounded memory: a zip member is read only if its declared
+size is at most ``MAX_MEMBER`` bytes and ``MAX_RATIO`` times its compressed size (zipfile never inflates past
+the declared size, and checks each member's CRC as it reads it), and Pillow's decompression-bomb limit
+(about 179 million pixels) refuses giant images. Member names that are absolute or climb out with ``..``
+are refused.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from selfmeta.data.dataset import Dataset, fixed_split, labels_from_names
-from selfmeta.data.source import SOURCES, DataSource
+from selfmeta.data.source import MAX_RATIO, SOURCES, DataSource
 from selfmeta.errors import SelfmetaError
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -26,28 +32,56 @@ SPLIT_DIRS = ("train", "test")
 _GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 
 
-def _decode(name: str, data: bytes, mode: str | None) -> np.ndarray:
+MAX_MEMBER = 256 * 2**20  # bytes of one image file inside a zip
+
+
+class _Colour(Exception):
+    """A colour image among grey ones: decode everything again as RGB."""
+
+
+def open_image(name: str, data: bytes) -> Image.Image:
+    """A decoded Pillow image, or SelfmetaError for a corrupt file or a decompression bomb."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            mode = mode or ("L" if image.mode in _GREY_MODES else "RGB")
-            array = np.asarray(image.convert(mode), dtype=np.uint8)
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except Image.DecompressionBombError as exc:
+        raise SelfmetaError(f"{name}: image too large to decode safely ({exc})".splitlines()[0]) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SelfmetaError(f"{name}: corrupt or unreadable image ({exc})") from None
+        raise SelfmetaError(f"{name}: corrupt or unreadable image ({exc})".splitlines()[0]) from None
+
+
+def _decode(name: str, data: bytes, mode: str | None) -> np.ndarray:
+    """One image -> (H, W, C) uint8 in ``mode``; None takes its own (grey "L" or "RGB")."""
+    with open_image(name, data) as image:
+        grey = image.mode in _GREY_MODES
+        if mode == "L" and not grey:
+            raise _Colour
+        array = np.asarray(image.convert(mode or ("L" if grey else "RGB")), dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array  # (H, W, C)
 
 
 def decode_images(names: list[str], read: Callable[[str], bytes]) -> torch.Tensor:
-    """Decode images of one size into a (N, C, H, W) uint8 tensor; mixed sizes raise SelfmetaError."""
+    """Decode images of one size into a (N, C, H, W) uint8 tensor; mixed sizes raise SelfmetaError.
+
+    One channel when every image is grey, RGB (grey images repeated into three channels) as soon as one
+    has colour, whatever order the files come in.
+    """
     first = _decode(names[0], read(names[0]), None)
-    mode = "L" if first.shape[2] == 1 else "RGB"
-    out = np.empty((len(names),) + first.shape, dtype=np.uint8)
+    try:
+        return _decode_all(names, read, "L" if first.shape[2] == 1 else "RGB", first.shape)
+    except _Colour:
+        return _decode_all(names, read, "RGB", (*first.shape[:2], 3))
+
+
+def _decode_all(names: list[str], read: Callable[[str], bytes], mode: str, shape: tuple[int, ...]) -> torch.Tensor:
+    out = np.empty((len(names), *shape), dtype=np.uint8)
 
     def fill(i: int) -> None:
         array = _decode(names[i], read(names[i]), mode)
-        if array.shape != first.shape:
+        if array.shape != shape:
             raise SelfmetaError(
-                f"images of different sizes: {names[0]} is {first.shape[1]}x{first.shape[0]}, "
+                f"images of different sizes: {names[0]} is {shape[1]}x{shape[0]}, "
                 f"{names[i]} is {array.shape[1]}x{array.shape[0]}; resize them to one size first"
             )
         out[i] = array
@@ -70,19 +104,29 @@ class _Tree:
         else:
             try:
                 self._zip = zipfile.ZipFile(path)
-                if self._zip.testzip() is not None:
-                    raise zipfile.BadZipFile("a member fails its CRC check")
             except (zipfile.BadZipFile, OSError, EOFError) as exc:
                 raise SelfmetaError(f"{path}: corrupt or truncated zip file ({exc})") from None
             self.files = sorted(
                 n for n in self._zip.namelist() if PurePosixPath(n).suffix.lower() in EXTENSIONS
             )
+            for name in self.files:
+                parts = PurePosixPath(name).parts
+                if name.startswith("/") or "\\" in name or ".." in parts or (parts and ":" in parts[0]):
+                    raise SelfmetaError(f"{path}: unsafe member name {name!r} (absolute, or climbing out with ..)")
 
     def read(self, name: str) -> bytes:
+        """The bytes of one image file; a zip member is checked against the size limits first."""
         try:
-            return self._zip.read(name) if self._zip is not None else (self.path / name).read_bytes()
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise SelfmetaError(f"{self.path}: cannot read {name} ({exc})") from None
+            if self._zip is None:
+                return (self.path / name).read_bytes()
+            info = self._zip.getinfo(name)
+            limit = min(MAX_MEMBER, MAX_RATIO * max(info.compress_size, 1))
+            if info.file_size > limit:
+                raise SelfmetaError(f"{self.path}: member {name} would inflate to {info.file_size} bytes from "
+                                    f"{info.compress_size}; refused (at most {limit})")
+            return self._zip.read(info)  # stops at the declared size; raises BadZipFile on a CRC mismatch
+        except (zipfile.BadZipFile, OSError, EOFError, KeyError, NotImplementedError, RuntimeError) as exc:
+            raise SelfmetaError(f"{self.path}: cannot read {name} ({exc})".splitlines()[0]) from None
 
 
 def _strip_common_root(files: list[str]) -> tuple[str, list[tuple[str, ...]]]:

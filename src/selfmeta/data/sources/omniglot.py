@@ -19,7 +19,7 @@ from 0, in split-file order then rotation; ``all`` is train, val, test in that o
 loads another split file in the same format (the tests use a tiny one).
 
 Decoding the 32,460 PNGs takes about 4 s on one core, so the 28x28 un-rotated images of each zip are cached
-in ``$SELFMETA_CACHE`` (default ``~/.cache/selfmeta``) as an ``.npz`` whose name holds the zip's size and mtime;
+in ``$SELFMETA_CACHE`` (default ``~/.cache/selfmeta``) as an ``.npz`` whose name holds a hash of the zip's central directory;
 a cached load takes about a tenth of a second. Where that folder cannot be written, nothing is cached.
 
 Example::
@@ -30,9 +30,8 @@ Example::
 from __future__ import annotations
 
 import hashlib
-import io
+import logging
 import os
-import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,13 +40,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.download import cache_dir
 from selfmeta.data.source import SOURCES, DataSource
-from selfmeta.data.sources.imagefolder import _Tree
+from selfmeta.data.sources.imagefolder import _Tree, open_image
 from selfmeta.errors import SelfmetaError
+from selfmeta.files import atomic_write
+
+log = logging.getLogger(__name__)
 
 PARTS = ("background", "evaluation")
 SPLIT_FILE = Path(__file__).with_name("omniglot_split.txt")
@@ -101,24 +103,28 @@ def _part_location(folder: Path, part: str) -> Path:
 
 
 def _fingerprint(location: Path) -> str:
-    """Size and mtime of a zip; for a folder, a hash of every file's name, size and mtime."""
-    if location.is_file():
-        stat = location.stat()
-        return f"{stat.st_size}-{stat.st_mtime_ns}"
+    """A hash of the content: of a zip's central directory (every member's name, CRC-32 and size, read
+    without inflating anything), or of a folder's PNG files (names and bytes). A file edited in place,
+    whatever its size and time stamp, gives another cache."""
     digest = hashlib.sha256()
+    if location.is_file():
+        try:
+            with zipfile.ZipFile(location) as archive:
+                for info in sorted(archive.infolist(), key=lambda i: i.filename):
+                    digest.update(f"{info.filename}\0{info.CRC}\0{info.file_size}\n".encode())
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise SelfmetaError(f"{location}: corrupt or truncated zip file ({exc})") from None
+        return "zip" + digest.hexdigest()[:16]
     for file in sorted(location.rglob("*.png")):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(location).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{file.relative_to(location).as_posix()}\0".encode())
+        digest.update(file.read_bytes())
     return "dir" + digest.hexdigest()[:16]
 
 
 def _decode(name: str, data: bytes) -> np.ndarray:
     """One drawing -> (28, 28) uint8, not yet inverted (white background)."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            small = image.convert("L").resize((SIZE, SIZE), Image.LANCZOS)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise SelfmetaError(f"{name}: corrupt or unreadable image ({exc})") from None
+    with open_image(name, data) as image:
+        small = image.convert("L").resize((SIZE, SIZE), Image.LANCZOS)
     return np.asarray(small, dtype=np.uint8)
 
 
@@ -163,17 +169,16 @@ def _load_cache(path: Path) -> tuple[list[str], np.ndarray] | None:
 
 
 def _save_cache(path: Path, names: list[str], images: np.ndarray) -> None:
-    """Write atomically (a temporary file in the same folder, then os.replace); skip if the folder is not writable."""
-    tmp = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.stem, suffix=".tmp", delete=False) as f:
-            tmp = f.name
+    """Write atomically; skip (the next load decodes again) where the cache folder cannot be written."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
             np.savez(f, names=np.array(names, dtype=str), images=images)
-        os.replace(tmp, path)
-    except OSError:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+
+    try:
+        atomic_write(path, write)
+    except SelfmetaError as exc:
+        log.info("omniglot: not cached (%s)", exc)
 
 
 def part_images(folder: Path, part: str) -> tuple[list[str], np.ndarray]:
@@ -193,6 +198,7 @@ class Omniglot(DataSource):
     name = "omniglot"
     description = "Omniglot zips (images_background/evaluation.zip): 28x28, 4 rotations per class, fixed train/val/test"
     splits = ("train", "val", "test", "all")
+    options = ("split_file",)
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and all(

@@ -50,6 +50,7 @@ def table_to_dataset(frame: Any, name: str, label_column: str | None) -> Dataset
 
 class _Table(DataSource):
     suffix: str
+    options = ("label_column",)
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() == self.suffix
