@@ -14,7 +14,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$out"
 for m in $methods; do
   taskset -c "$core" selfmeta pretrain --data $data --method "$m" --encoder resnet18 --out "$out/$m" \
-      --time-budget "$budget" precision=bf16 --no-progress > "$out/$m.train.log" 2>&1
+      --time-budget "$budget" --no-progress > "$out/$m.train.log" 2>&1
   taskset -c "$core" python benchmarks/frozen_features.py "$out/$m" --data $data --labels-per-class 10 \
       --no-baselines > "$out/$m.eval.log" 2>&1
 done

@@ -10,7 +10,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$out"
 for m in $methods; do
   taskset -c 1 selfmeta pretrain --data ../shared/data/mnist --method "$m" --encoder conv4 --out "$out/$m" \
-      --time-budget 600 precision=bf16 views.hflip=0 views.crop_scale=[0.5,1.0] views.rotation=15 --no-progress \
+      --time-budget 600 views.hflip=0 views.crop_scale=[0.5,1.0] views.rotation=15 --no-progress \
       > "$out/$m.train.log" 2>&1
   taskset -c 1 python benchmarks/frozen_features.py "$out/$m" --data ../shared/data/mnist --labels-per-class 10 \
       --no-baselines > "$out/$m.eval.log" 2>&1

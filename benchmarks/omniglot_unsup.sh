@@ -19,7 +19,7 @@ omni=../shared/data/omniglot
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$out"
 read -ra views <<< "${VIEWS:-}"                    # split on spaces, no globbing of [0.5,1.0]
-common=(--data $omni --out "$out/RUN" --time-budget "$budget" --no-progress precision=bf16 views.hflip=0
+common=(--data $omni --out "$out/RUN" --time-budget "$budget" --no-progress views.hflip=0
         "${views[@]}")
 for r in $runs; do
   args=("${common[@]/RUN/$r}")

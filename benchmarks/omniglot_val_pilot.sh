@@ -12,7 +12,7 @@ omni=../shared/data/omniglot
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$dir"
 taskset -c "$core" selfmeta metatrain --tasks umtra --method protonet --data $omni --out "$out" \
-    --time-budget "${BUDGET:-600}" --no-progress precision=bf16 views.hflip=0 "$@" > "$out.train.log" 2>&1 \
+    --time-budget "${BUDGET:-600}" --no-progress views.hflip=0 "$@" > "$out.train.log" 2>&1 \
     || { echo "$name failed: see $out.train.log" >&2; exit 1; }
 scores=()
 for ways in 5 20; do

@@ -190,7 +190,8 @@ def build_tasks(name: str, data: Dataset, spec: EpisodeSpec, tasks_per_step: int
     """The task constructor ``name`` with its (checked) options; ``features`` goes to those that cluster."""
     cls = TASKS.get(name)
     options = check_options(f"tasks {name!r}", cls, options, TASK_ARGS)
-    if not cls.uses_labels and data.y is not None:
-        log.warning("%s tasks are built without labels: the data's labels are ignored", name)
     extra = {"features": features} if features is not None else {}
-    return cls(data, spec, tasks_per_step, world, seed, **extra, **options)
+    tasks = cls(data, spec, tasks_per_step, world, seed, **extra, **options)
+    if not cls.uses_labels and data.y is not None:  # after the checks: an error stays one line
+        log.warning("%s tasks are built without labels: the data's labels are ignored", name)
+    return tasks

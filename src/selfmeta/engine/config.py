@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from selfmeta.errors import SelfmetaError
-from selfmeta.options import Option, check_options
+from selfmeta.options import Option, check_options, declared_options
 
 PRECISIONS = ("auto", "fp32", "bf16")
 # key=value prefixes of the nested option tables: method.temperature=0.5 sets method_options["temperature"].
@@ -108,6 +108,32 @@ class TrainConfig:
                                              self.encoder_options, ("input_shape",))
         if self.tasks is None and self.task_options:
             raise SelfmetaError("tasks.* options apply to episodic training (selfmeta metatrain) only")
+
+    def effective(self, modality: str) -> dict[str, Any]:
+        """Every option by the name a user types (``lr``, ``method.temperature``), the nested ones with their
+        plug-in's defaults filled in, values as JSON gives them back: what ``--resume`` compares."""
+        from selfmeta.data.tasks import TASK_ARGS, TASKS
+        from selfmeta.data.views import VIEW_ARGS, VIEWS
+        from selfmeta.encoders import ENCODERS
+        from selfmeta.meta import METALEARNERS
+        from selfmeta.methods import BUILT_BY_ENGINE, METHODS
+
+        plugins = {
+            "method_options": ((METALEARNERS if self.tasks else METHODS).get(self.method), BUILT_BY_ENGINE),
+            "encoder_options": (ENCODERS.get(self.encoder), ("input_shape",)),
+            "view_options": (VIEWS.get(modality), VIEW_ARGS),
+            "task_options": (TASKS.get(self.tasks), TASK_ARGS) if self.tasks else None,
+        }
+        prefixes = {field: prefix for prefix, field in GROUPS.items()}
+        out = {}
+        for key, value in json.loads(json.dumps(self.to_dict())).items():
+            if key in plugins:
+                declared = declared_options(*plugins[key]) if plugins[key] else {}
+                defaults = json.loads(json.dumps({n: d.default for n, d in declared.items()}))
+                out.update({f"{prefixes[key]}.{k}": v for k, v in {**defaults, **value}.items()})
+            else:
+                out[key] = value
+        return out
 
     @property
     def base_lr(self) -> float:

@@ -37,7 +37,7 @@ from selfmeta.data.dataset import Dataset
 from selfmeta.encoders import to_unit
 from selfmeta.engine.batches import batch_plan
 from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
-from selfmeta.engine.config import GROUPS, TrainConfig
+from selfmeta.engine.config import TrainConfig
 from selfmeta.engine.model import build_method, describe
 from selfmeta.engine.optim import build_optimizer, lr_factor
 from selfmeta.errors import SelfmetaError
@@ -180,18 +180,6 @@ def prepare_run_dir(run_dir: Path, resume: bool, cfg: TrainConfig, data_record: 
     return False
 
 
-def _flat(values: dict[str, Any]) -> dict[str, Any]:
-    """Options by the names a user types (``lr``, ``method.temperature``), values as JSON gives them back."""
-    groups = {field: prefix for prefix, field in GROUPS.items()}
-    out = {}
-    for key, value in values.items():
-        if key in groups:
-            out.update({f"{groups[key]}.{k}": json.loads(json.dumps(v)) for k, v in value.items()})
-        else:
-            out[key] = json.loads(json.dumps(value))
-    return out
-
-
 def check_same_run(run_dir: Path, cfg: TrainConfig, data_record: dict[str, Any]) -> None:
     """--resume: refuse other data or other options than the run's, listing every difference."""
     try:
@@ -199,7 +187,12 @@ def check_same_run(run_dir: Path, cfg: TrainConfig, data_record: dict[str, Any])
         saved, saved_data = dict(record["config"]), dict(record["data"])
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SelfmetaError(f"--resume: {run_dir / CONFIG} is missing or unreadable ({exc})".splitlines()[0]) from None
-    now, before = _flat(cfg.to_dict()), _flat(saved)
+    modality = str(record.get("modality", "image"))
+    try:
+        before = TrainConfig.from_dict(saved).effective(modality)
+    except SelfmetaError as exc:
+        raise SelfmetaError(f"--resume: {run_dir / CONFIG} holds options this version refuses ({exc})") from None
+    now = cfg.effective(modality)
     differ = [f"{k}={json.dumps(now.get(k))} (the run has {json.dumps(before.get(k))})"
               for k in sorted(set(now) | set(before)) if k not in LENGTH_OPTIONS and now.get(k) != before.get(k)]
     differ += [f"data {k} {json.dumps(data_record.get(k))} (the run has {json.dumps(saved_data.get(k))})"
