@@ -41,7 +41,7 @@ def main() -> None:
     loaded = time.perf_counter()
 
     episodes = fewshot_episodes(data.y, spec, args.episodes)
-    features = embed(backbone, data.x)
+    features = embed(backbone, data)
     embedded = time.perf_counter()
     batched = summarize(episode_accuracy(features, episodes, spec.shots, "prototype"))
     batched_done = time.perf_counter()

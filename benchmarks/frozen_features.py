@@ -67,7 +67,7 @@ def main() -> None:
                              pca.transform(pixels[1]), test_y, k))
     if args.run_dir:
         backbone, description = load_backbone(args.run_dir)
-        feats = [embed(backbone, d.x).numpy() for d in (train, test)]
+        feats = [embed(backbone, d).numpy() for d in (train, test)]
         rows.append(evaluate(f"selfmeta {description['method']} {description['encoder']}", feats[0], train_y,
                              feats[1], test_y, k))
     split = "validation (train[-10000:])" if args.validation else "test"

@@ -23,13 +23,13 @@ import torch
 
 def measure(variant: str, args: argparse.Namespace) -> dict:
     from selfmeta.data.episodes import EpisodeSpec
-    from selfmeta.data.views import ImageViews
+    from selfmeta.modalities.image import ImageViews
     from selfmeta.encoders import Backbone, Normalize, build_encoder, to_unit
     from selfmeta.meta import METALEARNERS
 
     torch.manual_seed(0)
     spec = EpisodeSpec(args.ways, args.shots, args.queries)
-    backbone = Backbone(Normalize(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)), build_encoder("conv4", (1, 28, 28)))
+    backbone = Backbone(Normalize(torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1)), build_encoder("conv4", (1, 28, 28), "image"))
     learner = METALEARNERS.get(variant)(backbone, ImageViews((1, 28, 28)), spec, inner_steps=args.inner_steps,
                                         inner_lr=0.1)
     optimizer = torch.optim.AdamW(learner.parameters(), lr=1e-3)

@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 
 from selfmeta.data import load_data
-from selfmeta.encoders import Backbone, Normalize, build_encoder
+from selfmeta.encoders import Backbone, build_encoder
 from selfmeta.engine.checkpoint import WEIGHTS, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.engine.model import describe
+from selfmeta.engine.model import NORMALIZATION_SAMPLE, describe
 
 
 def main() -> None:
@@ -31,7 +31,8 @@ def main() -> None:
 
     torch.manual_seed(args.seed)
     data = load_data(args.data, "train")
-    backbone = Backbone(Normalize.fit(data.x, data.modality), build_encoder(args.encoder, data.input_shape))
+    normalize = data.spec.normalizer(data.take(torch.arange(min(len(data), NORMALIZATION_SAMPLE))))
+    backbone = Backbone(normalize, build_encoder(args.encoder, data.input_shape, data.modality))
     description = describe(TrainConfig(method="untrained", encoder=args.encoder, steps=1), data)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -73,7 +73,7 @@ def copy_run(run: Path, to: Path) -> Path:
 # --- 4. options: a declared type and range, the same from the command line and from a TOML file -----------
 
 BAD_OPTIONS = [
-    ("batch_size=64.5", "option batch_size takes an integer >= 2, got 64.5"),
+    ("batch_size=64.5", "option batch_size takes null or an integer >= 2, got 64.5"),
     ("lr=fast", "option lr takes null or a number > 0, got 'fast'"),
     ("lr=-1", "option lr takes null or a number > 0, got -1"),
     ("lr=nan", "option lr takes null or a number > 0, got 'nan'"),
@@ -99,7 +99,7 @@ def test_bad_option_values(capsys, tmp_path, override, message):
 
 
 @pytest.mark.parametrize("toml, message", [
-    ("batch_size = 64.5", "option batch_size takes an integer >= 2, got 64.5"),
+    ("batch_size = 64.5", "option batch_size takes null or an integer >= 2, got 64.5"),
     ('lr = "fast"', "option lr takes null or a number > 0, got 'fast'"),
     ("lr = nan", "option lr takes null or a number > 0, got nan"),
     ("seed = -3", "option seed takes an integer >= 0, got -3"),

@@ -91,19 +91,21 @@ def write_csv(path: Path, rows: int = 240, nan: bool = False) -> Path:
 def test_list_shows_formats_encoders_methods(cli):
     proc = cli("list", check=True)
     out = proc.stdout
-    sections = ("data formats:", "training options", "view families", "encoders (encoder.NAME", "methods (selfmeta pretrain",
+    sections = ("data formats:", "training options", "modalities, with their views", "encoders (encoder.NAME", "methods (selfmeta pretrain",
                 "meta-learners (selfmeta metatrain", "task constructors", "evaluation protocols:", "few-shot adaptations")
     for section in sections:
         assert section in out
     formats = out.split("data formats:")[1].split("training options")[0]
     for name in ("csv", "digits", "idx", "imagefolder", "parquet", "cifar", "omniglot"):
         assert f"  {name} " in formats
-    training = out.split("training options")[1].split("view families")[0]
-    assert "batch_size=256  (an integer >= 2)" in training and "precision=auto  (one of: auto, fp32, bf16)" in training
-    views = out.split("view families")[1].split("encoders (encoder.NAME")[0]
-    assert "hflip=0.5  (a number >= 0 and <= 1)" in views and "swap=0.15" in views
+    training = out.split("training options")[1].split("modalities, with their views")[0]
+    assert "batch_size=null  (null or an integer >= 2)" in training and "precision=auto  (one of: auto, fp32, bf16)" in training
+    views = out.split("modalities, with their views")[1].split("encoders (encoder.NAME")[0]
+    assert "hflip=0.5  (a number >= 0 and <= 1)" in views and "swap=0.15" in views and "time_warp=0.2" in views
+    for name in ("image", "series", "table"):
+        assert f"  {name} " in views
     encoders = out.split("encoders (encoder.NAME")[1].split("methods (")[0]
-    for name in ("conv4", "mlp", "resnet18"):
+    for name in ("conv4", "mlp", "resnet18", "resnet1d", "ts2vec"):
         assert f"  {name} " in encoders
     assert "width=64  (an integer >= 1)" in encoders
     methods = out.split("methods (selfmeta pretrain")[1].split("meta-learners")[0]
@@ -113,7 +115,7 @@ def test_list_shows_formats_encoders_methods(cli):
         assert f"  {name} " in learners
     assert "inner_steps=1" in learners and "distance=euclidean  (one of: euclidean, cosine)" in learners
     assert "clusters=500  (an integer >= 2)" in out.split("task constructors")[1]
-    assert "linear, knn, cluster, fewshot" in out
+    assert "linear, knn, svm, cluster, fewshot" in out
 
 
 def test_pretrain_writes_a_complete_run(trained):

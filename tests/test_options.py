@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfmeta.data.tasks import TASK_ARGS, TASKS
-from selfmeta.data.views import VIEW_ARGS, VIEWS
+from selfmeta.modalities import MODALITIES, VIEW_ARGS
 from selfmeta.encoders import ENCODERS
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
@@ -19,7 +19,7 @@ PLUGINS = (
     [(f"method {n}", METHODS.get(n), BUILT_BY_ENGINE) for n in METHODS]
     + [(f"meta-learner {n}", METALEARNERS.get(n), BUILT_BY_ENGINE) for n in METALEARNERS]
     + [(f"encoder {n}", ENCODERS.get(n), ("input_shape",)) for n in ENCODERS]
-    + [(f"views {n}", VIEWS.get(n), VIEW_ARGS) for n in VIEWS]
+    + [(f"views {n}", MODALITIES.get(n).views, VIEW_ARGS) for n in MODALITIES]
     + [(f"tasks {n}", TASKS.get(n), TASK_ARGS) for n in TASKS]
     + [("training", TrainConfig, ())]
 )

@@ -6,7 +6,7 @@ import pytest
 
 from selfmeta.data import SOURCES
 from selfmeta.data.source import DataSource
-from selfmeta.data.views import VIEWS
+from selfmeta.modalities import MODALITIES
 from selfmeta.encoders import ENCODERS, Encoder
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import BUILT_BY_ENGINE, METHODS, Method
@@ -54,16 +54,16 @@ def test_empty_registry_message():
 
 
 def test_builtin_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet", "ts", "ucr", "windows"]
     for name in SOURCES.names():
         cls = SOURCES.get(name)
         assert issubclass(cls, DataSource) and cls.name == name and cls.description
 
 
 def test_builtin_encoders():
-    assert ENCODERS.names() == ["conv4", "mlp", "resnet18"]
+    assert ENCODERS.names() == ["conv4", "mlp", "resnet18", "resnet1d", "ts2vec"]
     assert all(issubclass(ENCODERS.get(n), Encoder) for n in ENCODERS.names())
-    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, mlp, resnet18"):
+    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, mlp, resnet18, resnet1d, ts2vec"):
         ENCODERS.get("vit")
 
 
@@ -75,14 +75,14 @@ def test_builtin_methods():
     assert {n: d.default for n, d in options.items()} == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
     assert options["temperature"].kind == "float" and options["proj_dim"].kind == "int"
     expected = ["barlow", "byol", "contrastive", "dec", "deepcluster", "moco", "reconstruction", "rotation",
-                "sela", "simclr", "triplet", "vicreg"]
+                "sela", "simclr", "triplet", "ts2vec", "vicreg"]
     assert METHODS.names() == expected
     with pytest.raises(SelfmetaError, match="unknown method 'dino'; valid: barlow, byol, .*simclr"):
         METHODS.get("dino")
 
 
-def test_builtin_views():
-    assert VIEWS.names() == ["image", "table"]
+def test_builtin_modalities():
+    assert MODALITIES.names() == ["image", "series", "table"]
 
 
 def test_class_names_sort_numbers_by_value():

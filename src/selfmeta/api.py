@@ -36,27 +36,35 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine.checkpoint import load_weights, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.encoders import to_unit
 from selfmeta.engine.model import build_method, check_description, describe, embed, rebuild_backbone
 from selfmeta.engine.trainer import train
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, Method
+from selfmeta.modalities import get_modality
 
 METHOD_PREFIX = "method."  # saved tensors of the method's own state (heads, centroids), beside the backbone's
 
 
-def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_items: int = 1) -> Dataset:
-    """Arrays or tensors -> Dataset. (N, D) rows are a table unless ``input_shape`` = (C, H, W) reshapes
-    them into images; (N, H, W) and (N, C, H, W) are images (uint8 0..255, or floats in [0, 1]).
+# The modality of an array whose estimator names none: rows are a table, (N, H, W) and (N, C, H, W) images.
+ARRAY_MODALITIES = {2: "table", 3: "image", 4: "image"}
 
-    Checked by scikit-learn's ``check_array``, so bad input gets scikit-learn's own messages (sparse,
-    complex, NaN, 1-D, too few samples...), as SelfmetaError (a ValueError); objects that are not numbers
-    keep its TypeError.
+
+def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_items: int = 1,
+               modality: str | None = None) -> Dataset:
+    """Arrays or tensors -> Dataset of ``modality`` (None: by the array's dimensions, ``ARRAY_MODALITIES``).
+
+    The modality turns the array into its items (``Modality.from_array``): (N, H, W) grey images get a
+    channel, a univariate series (N, T) becomes (N, 1, T). ``input_shape`` = (C, H, W) reads flat rows as
+    images. Checked by scikit-learn's ``check_array``, so bad input gets scikit-learn's own messages
+    (sparse, complex, NaN, 1-D, too few samples...), as SelfmetaError (a ValueError); objects that are not
+    numbers keep its TypeError. NaN passes only where the modality has missing values (series).
     """
+    spec = get_modality(modality) if modality is not None else None
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     try:
         x = check_array(X, accept_sparse=False, dtype="numeric", allow_nd=True, ensure_min_samples=min_items,
+                        ensure_all_finite="allow-nan" if spec is not None and spec.missing_values else True,
                         input_name="X")
     except ValueError as exc:
         raise SelfmetaError(" ".join(str(exc).split())) from None
@@ -67,12 +75,11 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_i
         if tuple(x.shape[1:]) != tuple(input_shape) and (x.ndim != 2 or x.shape[1] != int(np.prod(input_shape))):
             raise SelfmetaError(f"cannot view rows of shape {tuple(x.shape[1:])} as input_shape {tuple(input_shape)}")
         x = x.reshape(len(x), *input_shape)
-    if x.ndim == 3:
-        x = x.unsqueeze(1)
-    if x.ndim not in (2, 4):
-        raise SelfmetaError(f"X must be (N, D), (N, H, W) or (N, C, H, W); got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8:
-        x = x.float()
+    if spec is None:
+        if x.ndim not in ARRAY_MODALITIES:
+            raise SelfmetaError(f"X must be (N, D), (N, H, W) or (N, C, H, W); got shape {tuple(x.shape)}")
+        modality, spec = ARRAY_MODALITIES[x.ndim], get_modality(ARRAY_MODALITIES[x.ndim])
+    x = spec.from_array(x)
     labels, classes = None, []
     if y is not None:
         y = np.asarray(y)
@@ -80,7 +87,7 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_i
             raise SelfmetaError(f"y must hold one label per item of X: {len(x)} items, y of shape {y.shape}")
         classes_arr, inverse = np.unique(y, return_inverse=True)
         labels, classes = torch.as_tensor(inverse, dtype=torch.long), [str(c) for c in classes_arr]
-    return Dataset(x, labels, classes, "image" if x.ndim == 4 else "table", "X")
+    return Dataset(x, labels, classes, modality, "X")
 
 
 def _check_features(estimator: Any, data: Dataset) -> None:
@@ -131,6 +138,8 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         random_state: seed.
         verbose: show a progress bar.
+        modality: the kind of items in X (``selfmeta list``), e.g. ``"series"`` for (N, C, T) arrays; None
+            reads (N, D) as a table and (N, H, W) or (N, C, H, W) as images.
 
     Attributes:
         method_: the trained method (its ``backbone`` is ``backbone_``; heads, centroids).
@@ -141,10 +150,11 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
 
     def __init__(
         self, method: str = "simclr", encoder: str = "conv4", input_shape: tuple[int, ...] | None = None,
-        epochs: int | None = 50, time_budget: float | None = None, batch_size: int = 256, lr: float | None = None,
+        epochs: int | None = 50, time_budget: float | None = None, batch_size: int | None = None, lr: float | None = None,
         optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05,
         precision: str = "auto", method_options: dict | None = None, view_options: dict | None = None,
         encoder_options: dict | None = None, device: str = "auto", random_state: int = 0, verbose: bool = False,
+        modality: str | None = None,
     ) -> None:
         self.method = method
         self.encoder = encoder
@@ -163,6 +173,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.modality = modality
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
@@ -179,8 +190,8 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         A ``batch_size`` larger than X is capped to the number of items (scikit-learn fits small arrays).
         """
         cfg = self._config()
-        data = as_dataset(X, self.input_shape, min_items=2)
-        if cfg.batch_size > len(data):
+        data = as_dataset(X, self.input_shape, min_items=2, modality=self.modality)
+        if cfg.batch_size is not None and cfg.batch_size > len(data):
             cfg = replace(cfg, batch_size=len(data))
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.method_ = result.method.cpu().eval()
@@ -192,7 +203,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         return self
 
     def _checked_data(self, X: Any) -> Dataset:
-        data = as_dataset(X, self.input_shape)
+        data = as_dataset(X, self.input_shape, modality=self.description_["modality"])
         _check_features(self, data)
         return data
 
@@ -202,7 +213,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "backbone_")
         data = self._checked_data(X)
-        features = embed(self.backbone_, data.x, device=self._device()).numpy()
+        features = embed(self.backbone_, data, device=self._device()).numpy()
         self.backbone_.cpu()
         return features
 
@@ -217,10 +228,11 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         data = self._checked_data(X)
         method = self.method_.to(self._device()).eval()
         device = next(method.parameters()).device
+        n = len(data)
         try:
             with torch.no_grad():
-                ids = [method.predict(to_unit(data.x[i : i + batch_size].to(device))).cpu()
-                       for i in range(0, len(data), batch_size)]
+                ids = [method.predict(data.spec.to_model(data.take(torch.arange(i, min(i + batch_size, n))), device)).cpu()
+                       for i in range(0, n, batch_size)]
         finally:
             method.cpu()
         return torch.cat(ids).numpy().astype(np.int64)
@@ -310,6 +322,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         ways, shots, queries, tasks_per_step: the training episodes' shape and the meta-batch.
         steps, time_budget: stop after this many meta-steps or seconds, whichever comes first.
         lr, precision, method_options, encoder_options, device, random_state, verbose: as ``selfmeta metatrain``.
+        modality: as in ``SelfSupervised``.
 
     Attributes:
         learner_: the trained meta-learner; backbone_: its normalization + encoder.
@@ -321,7 +334,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         ways: int = 5, shots: int = 1, queries: int = 15, tasks_per_step: int = 32, steps: int | None = 1000,
         time_budget: float | None = None, lr: float | None = None, precision: str = "auto",
         method_options: dict | None = None, encoder_options: dict | None = None, device: str = "auto",
-        random_state: int = 0, verbose: bool = False,
+        random_state: int = 0, verbose: bool = False, modality: str | None = None,
     ) -> None:
         self.method = method
         self.encoder = encoder
@@ -339,6 +352,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
+        self.modality = modality
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
@@ -355,7 +369,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
             raise SelfmetaError("FewShotLearner requires y to be passed, but the target y is None (episodes are "
                                 "drawn from its classes)")
         cfg = self._config()
-        data = as_dataset(X, self.input_shape, y, min_items=2)
+        data = as_dataset(X, self.input_shape, y, min_items=2, modality=self.modality)
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.learner_ = result.method.cpu().eval()
         self.backbone_ = self.learner_.backbone
@@ -370,10 +384,10 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]   # features are float32 whatever the input
         return tags
 
-    def _items(self, X: Any) -> torch.Tensor:
-        data = as_dataset(X, self.input_shape)
+    def _items(self, X: Any) -> Dataset:
+        data = as_dataset(X, self.input_shape, modality=self.description_["modality"])
         _check_features(self, data)
-        return data.x
+        return data
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "backbone_")
@@ -382,13 +396,14 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
     def adapt(self, X_support: Any, y_support: Any) -> FewShotLearner:
         """Remember a support set: a few labelled items of each new class (any number per class)."""
         check_is_fitted(self, "learner_")
-        x = self._items(X_support)
+        support = self._items(X_support)
         classes, y = np.unique(np.asarray(y_support), return_inverse=True)
-        if len(y) != len(x):
-            raise SelfmetaError(f"{len(x)} support items but {len(y)} labels")
+        if len(y) != len(support):
+            raise SelfmetaError(f"{len(support)} support items but {len(y)} labels")
         if len(classes) < 2:
             raise SelfmetaError("the support set needs at least 2 classes")
-        self.support_x_, self.support_y_, self.classes_ = x, torch.as_tensor(y, dtype=torch.long), classes
+        self.support_x_ = support.spec.to_model(support.x, "cpu")                   # (S, ...) model input
+        self.support_y_, self.classes_ = torch.as_tensor(y, dtype=torch.long), classes
         return self
 
     @available_if(_adapted)
@@ -397,9 +412,10 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         given there are no classes to predict (``hasattr(learner, "predict")`` is False)."""
         check_is_fitted(self, "support_x_")
         query = self._items(X)
-        support = to_unit(self.support_x_).unsqueeze(0)                    # (1, S, ...)
+        support = self.support_x_.unsqueeze(0)                                      # (1, S, ...)
         out = []
         for i in range(0, len(query), batch_size):
-            logits = self.learner_.adapt_predict(support, self.support_y_, to_unit(query[i : i + batch_size]).unsqueeze(0))
+            batch = query.spec.to_model(query.take(torch.arange(i, min(i + batch_size, len(query)))), "cpu")
+            logits = self.learner_.adapt_predict(support, self.support_y_, batch.unsqueeze(0))  # (1, B, N)
             out.append(logits[0].argmax(-1))
         return self.classes_[torch.cat(out).numpy()]

@@ -36,12 +36,17 @@ def _data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--format", default=None, help="override format detection (see `selfmeta list`)")
     p.add_argument("--split", default=split, choices=SPLITS, help=f"default: {split}")
     p.add_argument("--label-column", default=None, help="tables: the label column (default: label/target/class)")
+    p.add_argument("--window", type=int, default=None, help="one long series (a timestamped CSV): steps per item")
+    p.add_argument("--stride", type=int, default=None, help="one long series: steps between windows (default: --window)")
+
+
+SOURCE_FLAGS = ("label_column", "window", "stride")  # data flags that are options of a source's load
 
 
 def _load(args: argparse.Namespace, split: str | None = None):
     from selfmeta.data import load_data
 
-    options = {"label_column": args.label_column} if args.label_column is not None else {}
+    options = {key: getattr(args, key) for key in SOURCE_FLAGS if getattr(args, key) is not None}
     return load_data(args.data, split or args.split, args.format, **options)
 
 
@@ -103,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
-    p.add_argument("--protocol", required=True, help="linear | knn | cluster | fewshot")
+    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
@@ -159,10 +164,10 @@ def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
     config_file = read_config_file(args.config) if args.config else {}
     values = resolve_options(saved, config_file, flags, args.overrides)
     data = _load(args)
-    values.setdefault("encoder", "conv4" if data.modality == "image" else "mlp")
+    values.setdefault("encoder", data.spec.default_encoder)
     cfg = TrainConfig.from_dict(values)
     info = {**fingerprint(args.data), "format": args.format, "split": args.split,
-            "label_column": args.label_column}
+            **{key: getattr(args, key) for key in SOURCE_FLAGS}}
     result = train(cfg, data, out, resume=args.resume, progress=not args.no_progress, data_info=info)
     if distributed.launched_rank() != 0:  # under torchrun one summary is enough (the group is ended)
         return
@@ -176,7 +181,7 @@ def _features(run_dir: str, data) -> np.ndarray:
 
     backbone, description = load_backbone(run_dir)
     check_compatible(description, data)
-    return embed(backbone, data.x).numpy()
+    return embed(backbone, data).numpy()
 
 
 def _fewshot(args: argparse.Namespace, test) -> dict:
@@ -185,7 +190,6 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
     import torch
 
     from selfmeta.data.episodes import EpisodeSpec
-    from selfmeta.encoders import to_unit
     from selfmeta.engine.model import check_compatible, load_backbone, load_learner
     from selfmeta.evaluation.fewshot import (
         ADAPTATIONS, episode_accuracy, fewshot_episodes, learner_episode_accuracy, summarize,
@@ -201,8 +205,10 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
     check_compatible(description, test)
     learner = load_learner(args.run_dir, test) if args.adapt == "finetune" else None
     if learner is not None:  # the meta-learner's own adaptation, on raw items
-        accuracy = learner_episode_accuracy(learner.adapt_predict, lambda index: to_unit(test.x[index]),
-                                            episodes, spec.shots)
+        def items(index):
+            return test.spec.to_model(test.take(index), "cpu")
+
+        accuracy = learner_episode_accuracy(learner.adapt_predict, items, episodes, spec.shots)
         how = f"{description['method']} adaptation"
     else:
         accuracy = episode_accuracy(torch.from_numpy(_features(args.run_dir, test)), episodes, spec.shots, args.adapt)
@@ -274,7 +280,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.data import SOURCES
     from selfmeta.data.tasks import TASK_ARGS, TASKS
-    from selfmeta.data.views import VIEW_ARGS, VIEWS
+    from selfmeta.modalities import MODALITIES, VIEW_ARGS
     from selfmeta.encoders import ENCODERS
     from selfmeta.engine.config import TrainConfig
     from selfmeta.evaluation import PROTOCOLS
@@ -299,9 +305,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("training options (key=value, or a --config file):")
     for line in describe_options(TrainConfig):
         print(f"  {line}")
-    print("view families (views.NAME=VALUE):")
-    for name in VIEWS:
-        entry(name, VIEWS.get(name).description, describe_options(VIEWS.get(name), VIEW_ARGS))
+    print("modalities, with their views (views.NAME=VALUE):")
+    for name in MODALITIES:
+        modality = MODALITIES.get(name)
+        entry(name, f"{modality.description}; default encoder {modality.default_encoder}",
+              [f"views: {modality.views.description}"] + describe_options(modality.views, VIEW_ARGS))
     print("encoders (encoder.NAME=VALUE):")
     for name in ENCODERS:
         cls = ENCODERS.get(name)

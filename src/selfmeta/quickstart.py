@@ -90,7 +90,7 @@ def run_quickstart(run_dir: Path | None = None, epochs: int | None = None) -> di
 
     train_y, test_y = train_set.y.numpy(), test_set.y.numpy()
     pixels = [to_unit(d.x).flatten(1).numpy() for d in (train_set, test_set)]
-    features = [embed(result.method.backbone, d.x).numpy() for d in (train_set, test_set)]
+    features = [embed(result.method.backbone, d).numpy() for d in (train_set, test_set)]
     rows = {
         "raw pixels": compare(pixels[0], train_y, pixels[1], test_y),
         "selfmeta SimCLR": compare(features[0], train_y, features[1], test_y),

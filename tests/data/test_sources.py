@@ -709,7 +709,7 @@ def test_unknown_split(tmp_path):
 
 
 def test_registered_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet", "ts", "ucr", "windows"]
 
 
 # ---------------------------------------------------------------------------------------- as_dataset

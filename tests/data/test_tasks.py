@@ -125,7 +125,7 @@ def test_short_unsupervised_run_beats_the_random_encoder(digits, name, method):
                       method_options={"queue_size": 1024} if method == "psco" else {})
     torch.manual_seed(cfg.seed)
     random_encoder = build_method(cfg, digits).backbone
-    before = episode_accuracy(embed(random_encoder, test.x), episodes, 1).mean()
+    before = episode_accuracy(embed(random_encoder, test), episodes, 1).mean()
     trained = train(cfg, Dataset(digits.x, None, [], "image", "unlabeled"), progress=False).method.backbone
-    after = episode_accuracy(embed(trained, test.x), episodes, 1).mean()
+    after = episode_accuracy(embed(trained, test), episodes, 1).mean()
     assert after > before + 0.03, (float(before), float(after))

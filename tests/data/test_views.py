@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfmeta.data.views import VIEW_ARGS, VIEWS, ImageViews, TableViews
+from selfmeta.modalities import MODALITIES, VIEW_ARGS
+from selfmeta.modalities.image import ImageViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.errors import SelfmetaError
 from selfmeta.options import check_options
 
@@ -18,9 +20,8 @@ def images(shape=(6, 3, 16, 12), seed=0, dtype=torch.float32) -> torch.Tensor:
     return torch.rand(shape, generator=g, dtype=dtype)
 
 
-def test_registry_holds_both_families():
-    assert VIEWS.names() == ["image", "table"]
-    assert VIEWS.get("image") is ImageViews and VIEWS.get("table") is TableViews
+def test_each_modality_owns_its_view_family():
+    assert MODALITIES.get("image").views is ImageViews and MODALITIES.get("table").views is TableViews
 
 
 @pytest.mark.parametrize("shape", [(5, 3, 16, 12), (5, 1, 8, 8), (4, 3, 64, 64)], ids=["rgb", "grey", "rgb64-blur"])
@@ -237,7 +238,7 @@ def test_jitter_on_two_channel_images():
 
 
 def test_rotation_is_an_isometry_in_pixels():
-    from selfmeta.data.views import crop_flip_grid
+    from selfmeta.modalities.image import crop_flip_grid
 
     torch.manual_seed(0)
     like = torch.zeros(1)
@@ -253,7 +254,7 @@ def test_rotation_is_an_isometry_in_pixels():
 
 
 def test_elastic_field_is_smooth_with_the_asked_size():
-    from selfmeta.data.views import elastic_field
+    from selfmeta.modalities.image import elastic_field
 
     torch.manual_seed(0)
     size, pixels = (28, 20), 1.5

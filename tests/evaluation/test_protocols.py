@@ -214,10 +214,32 @@ def test_run_protocol_few_labels(protocol):
 
 def test_run_protocol_unknown():
     x, y = blobs(5)
-    with pytest.raises(SelfmetaError, match="unknown protocol 'svm'") as info:
-        run_protocol("svm", x, y, x, y)
-    assert "linear, knn, cluster" in str(info.value)
-    assert PROTOCOLS == ("linear", "knn", "cluster")
+    with pytest.raises(SelfmetaError, match="unknown protocol 'rbf'") as info:
+        run_protocol("rbf", x, y, x, y)
+    assert "linear, knn, svm, cluster" in str(info.value)
+    assert PROTOCOLS == ("linear", "knn", "svm", "cluster")
+
+
+def test_svm_probe_chooses_C_on_the_train_split_only(monkeypatch):
+    """The UCR protocol: C by 5-fold cross-validation on train; a hard margin when a class has < 5 items."""
+    import sklearn.model_selection
+
+    x, y = blobs(20, seed=3)
+    test_x, test_y = blobs(10, seed=4)
+    seen = {}
+    original = sklearn.model_selection.GridSearchCV.fit
+
+    def spy(self, features, labels):
+        seen["items"] = len(features)
+        return original(self, features, labels)
+
+    monkeypatch.setattr(sklearn.model_selection.GridSearchCV, "fit", spy)
+    result = run_protocol("svm", x, y, test_x, test_y)
+    assert result["accuracy"] >= 0.95 and seen["items"] == len(x)         # the search saw the train split alone
+    assert result["C"] in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e8)
+    seen.clear()
+    few = run_protocol("svm", x[:12], y[:12], test_x, test_y)              # fewer than 50 items: hard margin
+    assert few["C"] == 1e8 and not seen
 
 
 def test_cluster_probe_ignores_scale():

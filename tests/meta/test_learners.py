@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import TableViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.encoders import Backbone, Normalize, build_encoder
 from selfmeta.errors import SelfmetaError
 from selfmeta.meta import METALEARNERS, batch_statistics
@@ -22,7 +22,7 @@ SPEC = EpisodeSpec(ways=3, shots=2, queries=2)
 
 def learner(name: str, spec: EpisodeSpec = SPEC, **options):
     torch.manual_seed(0)
-    encoder = build_encoder("mlp", (D,), widths=(8,))
+    encoder = build_encoder("mlp", (D,), "table", widths=(8,))
     backbone = Backbone(Normalize(torch.zeros(1, D), torch.ones(1, D)), encoder).double()
     views = TableViews((D,), mean=torch.zeros(D), std=torch.ones(D))
     return METALEARNERS.get(name)(backbone, views, spec, **options).double()

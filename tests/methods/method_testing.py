@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from selfmeta.data.views import TableViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.encoders import Backbone, Normalize, build_encoder
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
@@ -38,7 +38,7 @@ def option_error(method: str, tasks: str | None = None, **options) -> str:
 def tiny_parts() -> tuple[Backbone, TableViews]:
     """A seeded MLP backbone on D features (8 outputs) and table views."""
     torch.manual_seed(0)
-    encoder = build_encoder("mlp", (D,), widths=(8,))
+    encoder = build_encoder("mlp", (D,), "table", widths=(8,))
     backbone = Backbone(Normalize(torch.zeros(1, D), torch.ones(1, D)), encoder)
     return backbone, TableViews((D,), mean=torch.zeros(D), std=torch.ones(D))
 

@@ -10,7 +10,7 @@ import torch
 from method_testing import option_error
 import torch.nn.functional as F
 
-from selfmeta.data.views import TableViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.encoders import Backbone, Normalize
 from selfmeta.encoders.models import MLP
 from selfmeta.methods.contrastive import Contrastive

@@ -1,6 +1,7 @@
-"""Every registered method, on images and on tables: a few training steps give a finite loss and change
-the parameters; image-only methods refuse tables with a clear error; the hooks and outputs follow the
-contract. New methods get these tests by registering."""
+"""Every registered method on every registered modality: a few training steps give a finite loss and change
+the parameters where the method takes the modality; elsewhere a clear error names the methods that do.
+The hooks and outputs follow the contract. New methods and new modalities get these tests by registering
+(a new modality adds its tiny example below; a test fails until it does)."""
 
 from __future__ import annotations
 
@@ -12,32 +13,51 @@ from selfmeta.engine import TrainConfig, train
 from selfmeta.engine.model import build_method
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, StepOutput
+from selfmeta.modalities import MODALITIES
 
+
+def _image(g):
+    return torch.randint(0, 256, (96, 1, 16, 16), generator=g, dtype=torch.uint8)
+
+
+def _table(g):
+    return torch.randn(96, 12, generator=g)
+
+
+def _series(g):
+    x = torch.randn(96, 2, 40, generator=g).cumsum(-1)
+    x[::7, :, 30:] = float("nan")                                # some shorter series, padded with NaN
+    return x
+
+
+EXAMPLES = {"image": _image, "table": _table, "series": _series}
+ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d"}
+VIEWS = {"image": {"hflip": 0.0}}
 
 
 def tiny(modality: str) -> Dataset:
     g = torch.Generator().manual_seed(0)
-    if modality == "image":
-        x = torch.randint(0, 256, (96, 1, 16, 16), generator=g, dtype=torch.uint8)
-    else:
-        x = torch.randn(96, 12, generator=g)
-    return Dataset(x, torch.arange(96) % 4, ["a", "b", "c", "d"], modality, "tiny")
+    return Dataset(EXAMPLES[modality](g), torch.arange(96) % 4, ["a", "b", "c", "d"], modality, "tiny")
 
 
 def config(name: str, modality: str, **changes) -> TrainConfig:
-    values = dict(method=name, encoder="conv4" if modality == "image" else "mlp", epochs=2, batch_size=32,
-                  log_every=1, device="cpu", view_options={"hflip": 0.0} if modality == "image" else {})
+    values = dict(method=name, encoder="ts2vec" if name == "ts2vec" else ENCODERS[modality], epochs=2,
+                  batch_size=32, log_every=1, device="cpu", view_options=VIEWS.get(modality, {}))
     values.update(changes)
     return TrainConfig(**values)
 
 
-@pytest.mark.parametrize("modality", ["image", "table"])
+def test_every_modality_has_an_example():
+    assert sorted(EXAMPLES) == MODALITIES.names()
+
+
+@pytest.mark.parametrize("modality", MODALITIES.names())
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_trains_a_few_steps(name, modality):
     cls = METHODS.get(name)
     data = tiny(modality)
-    if modality not in cls.modalities:
-        with pytest.raises(SelfmetaError, match=f"does not take {modality} data"):
+    if not cls.takes(modality):
+        with pytest.raises(SelfmetaError, match=f"does not take {modality} data; use one of: .*simclr"):
             train(config(name, modality), data, progress=False)
         return
     torch.manual_seed(0)
@@ -51,7 +71,7 @@ def test_method_trains_a_few_steps(name, modality):
     encoder_params = [k for k, _ in result.method.backbone.encoder.named_parameters()]
     assert any(k.startswith("backbone.encoder.") for k in changed), "the encoder did not learn"
     assert all(f"backbone.encoder.{k}" in changed for k in encoder_params if "weight" in k), "some encoder weights froze"
-    features = result.method.embed(data.x[:5].float() / 255 if modality == "image" else data.x[:5])
+    features = result.method.embed(data.spec.to_model(data.take(torch.arange(5)), "cpu"))
     assert features.shape == (5, result.method.backbone.num_features) and torch.isfinite(features).all()
 
 
@@ -59,11 +79,11 @@ def test_method_trains_a_few_steps(name, modality):
 def test_method_contract(name):
     cls = METHODS.get(name)
     assert cls.description and cls.paper, "cite the paper and describe the method for `selfmeta list`"
-    assert set(cls.modalities) <= {"image", "table"} and cls.modalities
-    modality = cls.modalities[0]
-    data = tiny(modality)
-    method = build_method(config(name, modality), data)
-    x = data.x[:8].float() / 255 if modality == "image" else data.x[:8]
+    takes = [m for m in MODALITIES.names() if cls.takes(m)]
+    assert takes and (cls.modalities is None or set(cls.modalities) <= set(MODALITIES.names()))
+    data = tiny(takes[0])
+    method = build_method(config(name, takes[0]), data)
+    x = data.spec.to_model(data.take(torch.arange(8)), "cpu")
     method.on_epoch_start(0, data)
     out = method(x, torch.arange(8))
     assert isinstance(out, StepOutput) and out.loss.ndim == 0 and out.loss.requires_grad

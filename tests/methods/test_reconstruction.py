@@ -9,7 +9,8 @@ import pytest
 import torch
 from method_testing import option_error
 
-from selfmeta.data.views import ImageViews, TableViews
+from selfmeta.modalities.image import ImageViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.encoders import Backbone, Normalize
 from selfmeta.encoders.models import MLP, Conv4
 from selfmeta.errors import SelfmetaError

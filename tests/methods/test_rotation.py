@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfmeta.data.views import ImageViews
+from selfmeta.modalities.image import ImageViews
 from selfmeta.encoders import Backbone, Normalize
 from selfmeta.encoders.models import Conv4
 from selfmeta.errors import SelfmetaError

@@ -8,7 +8,8 @@ import torch
 from method_testing import option_error
 import torch.nn.functional as F
 
-from selfmeta.data.views import ImageViews, TableViews
+from selfmeta.modalities.image import ImageViews
+from selfmeta.modalities.table import TableViews
 from selfmeta.encoders import Backbone, Normalize
 from selfmeta.encoders.models import MLP, Conv4
 from selfmeta.methods.triplet import Triplet

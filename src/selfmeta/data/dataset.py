@@ -1,20 +1,21 @@
 """The in-memory dataset every data source produces, and the fixed train/test split.
 
-Items live in one tensor so that batches are slices, not Python loops: images as ``(N, C, H, W)``
-``uint8`` (or float in [0, 1]), tables as ``(N, D)`` ``float32``.
+Items live in one tensor in the layout of their modality (:mod:`selfmeta.modalities`): images as
+``(N, C, H, W)`` ``uint8`` (or float in [0, 1]), tables as ``(N, D)`` ``float32``, series as ``(N, C, T)``
+``float32`` with NaN for missing values and padding. Code that trains or embeds reaches them by index,
+``take(index)``, never by slicing ``x``, so that a lazy source can later serve batches without holding
+every item in memory.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
-
 import numpy as np
 import torch
 
 from selfmeta.errors import SelfmetaError
+from selfmeta.modalities import Modality, get_modality
 
-Modality = Literal["image", "table"]
 # Every split name ``load_data`` knows. Most sources have train/test/all only; "val" is for sources with a
 # fixed validation split of their own (omniglot), and the others refuse it (``DataSource.splits``).
 SPLITS = ("train", "val", "test", "all")
@@ -26,22 +27,16 @@ TEST_FRACTION = 0.2
 
 @dataclass
 class Dataset:
-    x: torch.Tensor                      # (N, C, H, W) uint8/float images, or (N, D) float32 rows
+    x: torch.Tensor                      # (N, *item_shape) in the modality's layout
     y: torch.Tensor | None = None        # (N,) int64 class indices into `classes`
     classes: list[str] = field(default_factory=list)
-    modality: Modality = "image"
+    modality: str = "image"              # a registered modality (selfmeta list)
     name: str = "data"
 
     def __post_init__(self) -> None:
         if self.x.ndim == 0 or len(self.x) == 0:
             raise SelfmetaError(f"{self.name}: the data is empty")
-        expected = 4 if self.modality == "image" else 2
-        if self.x.ndim != expected:
-            raise SelfmetaError(
-                f"{self.name}: {self.modality} data must have {expected} dimensions, got shape {tuple(self.x.shape)}"
-            )
-        if self.x.is_floating_point() and not bool(torch.isfinite(self.x).all()):
-            raise SelfmetaError(f"{self.name}: the data holds NaN or infinite values")
+        self.spec.check(self.x, self.name)
         if self.y is not None:
             if self.y.shape != (len(self.x),):
                 raise SelfmetaError(f"{self.name}: {len(self.x)} items but labels of shape {tuple(self.y.shape)}")
@@ -52,8 +47,17 @@ class Dataset:
         return len(self.x)
 
     @property
+    def spec(self) -> Modality:
+        """The modality of the items: validation, normalization, views, device transfer."""
+        return get_modality(self.modality)
+
+    def take(self, index: torch.Tensor) -> torch.Tensor:
+        """The raw items at ``index`` (B,) int64: (B, *item_shape), on the CPU."""
+        return self.x[index]
+
+    @property
     def input_shape(self) -> tuple[int, ...]:
-        """(C, H, W) for images, (D,) for tables."""
+        """The shape of one item: (C, H, W) for images, (D,) for tables, (C, T) for series."""
         return tuple(self.x.shape[1:])
 
     @property

@@ -20,7 +20,7 @@ from selfmeta.registry import Registry
 
 
 class Encoder(nn.Module):
-    modalities: ClassVar[tuple[str, ...]] = ("image", "table")
+    modalities: ClassVar[tuple[str, ...]] = ()  # the modalities whose items it takes
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
     num_features: int
@@ -33,11 +33,11 @@ class Encoder(nn.Module):
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
 
 
-def build_encoder(name: str, input_shape: tuple[int, ...], **options: Any) -> Encoder:
-    import selfmeta.encoders.models  # noqa: F401  (registers the built-in encoders)
+def build_encoder(name: str, input_shape: tuple[int, ...], modality: str, **options: Any) -> Encoder:
+    """Encoder ``name`` for items of ``input_shape`` of ``modality``, with checked options."""
+    import selfmeta.encoders  # noqa: F401  (registers the built-in encoders)
 
     cls = ENCODERS.get(name)
-    modality = "image" if len(input_shape) == 3 else "table"
     if modality not in cls.modalities:
         valid = [n for n in ENCODERS.names() if modality in ENCODERS.get(n).modalities]
         raise SelfmetaError(f"encoder {name!r} does not take {modality} data; use one of: {', '.join(valid)}")
@@ -45,7 +45,8 @@ def build_encoder(name: str, input_shape: tuple[int, ...], **options: Any) -> En
 
 
 class Normalize(nn.Module):
-    """Per-channel (images) or per-feature (tables) standardization with statistics of the training data.
+    """Standardization with statistics of the training data (per channel or per feature: the modality's
+    ``normalizer`` fits them). NaN (a missing value, where the modality allows it) stays NaN.
 
     Kept as buffers so that a saved model embeds new data exactly as it saw the training data.
     """
@@ -54,13 +55,6 @@ class Normalize(nn.Module):
         super().__init__()
         self.register_buffer("mean", mean.float())
         self.register_buffer("std", std.float().clamp_min(1e-6))
-
-    @classmethod
-    def fit(cls, x: torch.Tensor, modality: str, max_items: int = 20_000) -> "Normalize":
-        sample = to_unit(x[:max_items])
-        dims = (0, 2, 3) if modality == "image" else (0,)
-        shape = (1, -1, 1, 1) if modality == "image" else (1, -1)
-        return cls(sample.mean(dims).view(shape), sample.std(dims).view(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

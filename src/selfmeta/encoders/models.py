@@ -15,6 +15,7 @@ from selfmeta.options import Option
 class MLP(Encoder):
     """Linear-BatchNorm-ReLU blocks on flattened inputs; ``num_features`` = the last width."""
 
+    modalities = ("image", "table")
     description = "MLP on flattened inputs (tables, flat vectors, small images): Linear-BN-ReLU blocks"
     options = {"widths": Option("the hidden layers' widths; the last is num_features", ge=1)}
 

@@ -8,7 +8,7 @@ overrides. Options of the method, the views and the encoder are nested: ``method
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -16,6 +16,7 @@ from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option, check_options, declared_options
 
 PRECISIONS = ("auto", "fp32", "bf16")
+DEFAULT_BATCH = 256  # items per step and process where neither the user nor the method chooses
 # key=value prefixes of the nested option tables: method.temperature=0.5 sets method_options["temperature"].
 GROUPS = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
 
@@ -34,7 +35,7 @@ class TrainConfig:
     epochs: int | None = 100         # None: run until time_budget (or steps)
     steps: int | None = None         # total optimizer steps; overrides epochs (a time_budget still applies)
     time_budget: float | None = None  # seconds of training; stops cleanly and saves
-    batch_size: int = 256            # per process; the global batch is batch_size * world size
+    batch_size: int | None = None    # per process (the global batch is x world size); None: the method's, capped to the data
     optimizer: str = "adamw"         # adamw | lars (SGD with LARS, as SimCLR's large-batch recipe)
     lr: float | None = None          # None: 2e-3 * batch/256 for adamw, 0.3 * batch/256 for lars
     weight_decay: float | None = None  # None: 1e-4 for adamw, 1e-6 for lars
@@ -63,10 +64,10 @@ class TrainConfig:
         "epochs": Option("passes over the data", ge=1),
         "steps": Option("optimizer steps in all", ge=1),
         "time_budget": Option("seconds of training, then a clean stop and save", gt=0),
-        "batch_size": Option("items per step and process (contrastive pairs need 2)", ge=2),
+        "batch_size": Option("items per step and process; null: the method's (256, TS2Vec 8), at most the data", ge=2),
         "optimizer": Option("adamw, or SGD with LARS (SimCLR's large-batch recipe)", choices=("adamw", "lars")),
-        "lr": Option("peak learning rate; null: 2e-3 x batch/256 (adamw), 0.3 x batch/256 (lars), 1e-3 "
-                     "for meta-learning", gt=0),
+        "lr": Option("peak learning rate; null: the method's, else 2e-3 x batch/256 (adamw), 0.3 x batch/256 "
+                     "(lars), 1e-3 for meta-learning", gt=0),
         "weight_decay": Option("null: 1e-4 (adamw), 1e-6 (lars)", ge=0),
         "warmup": Option("fraction of training in linear warm-up before the cosine decay", ge=0, lt=1),
         "seed": Option("seeds weights, batches, views and episodes", ge=0),
@@ -113,15 +114,15 @@ class TrainConfig:
         """Every option by the name a user types (``lr``, ``method.temperature``), the nested ones with their
         plug-in's defaults filled in, values as JSON gives them back: what ``--resume`` compares."""
         from selfmeta.data.tasks import TASK_ARGS, TASKS
-        from selfmeta.data.views import VIEW_ARGS, VIEWS
         from selfmeta.encoders import ENCODERS
         from selfmeta.meta import METALEARNERS
         from selfmeta.methods import BUILT_BY_ENGINE, METHODS
+        from selfmeta.modalities import VIEW_ARGS, get_modality
 
         plugins = {
             "method_options": ((METALEARNERS if self.tasks else METHODS).get(self.method), BUILT_BY_ENGINE),
             "encoder_options": (ENCODERS.get(self.encoder), ("input_shape",)),
-            "view_options": (VIEWS.get(modality), VIEW_ARGS),
+            "view_options": (get_modality(modality).views, VIEW_ARGS),
             "task_options": (TASKS.get(self.tasks), TASK_ARGS) if self.tasks else None,
         }
         prefixes = {field: prefix for prefix, field in GROUPS.items()}
@@ -134,6 +135,21 @@ class TrainConfig:
             else:
                 out[key] = value
         return out
+
+    def resolved(self, items: int, world: int = 1) -> "TrainConfig":
+        """The configuration a run uses: a batch size and learning rate left unset take the method's
+        preference (``Method.defaults``), else 256 and the scaled default; a batch size that was not given
+        is capped to the data (a few dozen series train with the default command)."""
+        from selfmeta.meta import METALEARNERS
+        from selfmeta.methods import METHODS
+
+        preferred = (METALEARNERS if self.tasks else METHODS).get(self.method).defaults
+        changes: dict[str, Any] = {}
+        if self.batch_size is None:
+            changes["batch_size"] = max(2, min(preferred.get("batch_size", DEFAULT_BATCH), items // world))
+        if self.lr is None and "lr" in preferred:
+            changes["lr"] = preferred["lr"]
+        return replace(self, **changes) if changes else self
 
     @property
     def base_lr(self) -> float:

@@ -10,14 +10,16 @@ import torch
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import VIEW_ARGS, VIEWS
-from selfmeta.encoders import Backbone, Normalize, build_encoder, to_unit
+from selfmeta.encoders import Backbone, build_encoder
 from selfmeta.engine.checkpoint import WEIGHTS, load_weights
 from selfmeta.engine.config import TrainConfig
 from selfmeta.errors import SelfmetaError
 from selfmeta.meta import METALEARNERS
 from selfmeta.methods import BUILT_BY_ENGINE, METHODS, Method
+from selfmeta.modalities import MODALITIES, get_modality
 from selfmeta.options import check_options
+
+NORMALIZATION_SAMPLE = 20_000  # items the normalization statistics are computed on (the first ones)
 
 
 def build_method(cfg: TrainConfig, data: Dataset) -> Method:
@@ -27,17 +29,15 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     """
     registry = METALEARNERS if cfg.tasks is not None else METHODS
     method_cls = registry.get(cfg.method)
-    if data.modality not in method_cls.modalities:
-        valid = [n for n in registry.names() if data.modality in registry.get(n).modalities]
-        raise SelfmetaError(f"method {cfg.method!r} does not take {data.modality} data; use one of: {', '.join(valid)}")
+    if not method_cls.takes(data.modality):
+        valid = [n for n in registry.names() if registry.get(n).takes(data.modality)]
+        raise SelfmetaError(f"{registry.kind} {cfg.method!r} does not take {data.modality} data; use one of: "
+                            f"{', '.join(valid)}")
     method_options = check_options(f"{registry.kind} {cfg.method!r}", method_cls, cfg.method_options, BUILT_BY_ENGINE)
-    views_cls = VIEWS.get(data.modality)
-    view_kwargs: dict[str, Any] = check_options(f"{data.modality} views", views_cls, cfg.view_options, VIEW_ARGS)
-    encoder = build_encoder(cfg.encoder, data.input_shape, **cfg.encoder_options)
-    normalize = Normalize.fit(data.x, data.modality)
-    if data.modality == "table":
-        view_kwargs.update(mean=normalize.mean, std=normalize.std)
-    views = views_cls(data.input_shape, **view_kwargs)
+    modality = data.spec
+    encoder = build_encoder(cfg.encoder, data.input_shape, data.modality, **cfg.encoder_options)
+    normalize = modality.normalizer(data.take(torch.arange(min(len(data), NORMALIZATION_SAMPLE))))
+    views = modality.build_views(data.input_shape, normalize, cfg.view_options)
     if cfg.tasks is not None:
         spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
         return method_cls(Backbone(normalize, encoder), views, spec, **method_options)
@@ -68,16 +68,16 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
     shape = description["input_shape"]
     if not (1 <= len(shape) <= 3 and all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
         raise SelfmetaError(f"{path}: not a selfmeta weights file (input_shape {shape!r})")
-    if description["modality"] not in VIEWS:
-        raise SelfmetaError(f"{path}: unknown modality {description['modality']!r}; valid: {', '.join(VIEWS.names())}")
+    if description["modality"] not in MODALITIES:
+        raise SelfmetaError(f"{path}: unknown modality {description['modality']!r}; valid: "
+                            f"{', '.join(MODALITIES.names())}")
     return description
 
 
 def rebuild_backbone(description: dict[str, Any], state: dict[str, torch.Tensor]) -> Backbone:
     shape = tuple(description["input_shape"])
-    encoder = build_encoder(description["encoder"], shape, **description.get("encoder_options", {}))
-    stat_shape = (1, shape[0], 1, 1) if description["modality"] == "image" else (1, shape[0])
-    backbone = Backbone(Normalize(torch.zeros(stat_shape), torch.ones(stat_shape)), encoder)
+    encoder = build_encoder(description["encoder"], shape, description["modality"], **description["encoder_options"])
+    backbone = Backbone(get_modality(description["modality"]).placeholder_normalizer(shape), encoder)
     try:
         backbone.load_state_dict(state)
     except RuntimeError as exc:
@@ -100,17 +100,18 @@ def load_backbone(run_dir: str | Path) -> tuple[Backbone, dict[str, Any]]:
 
 
 @torch.no_grad()
-def embed(backbone: Backbone, x: torch.Tensor, batch_size: int = 1024, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Frozen features (N, num_features) of raw items ``x``, computed in batches."""
-    backbone = backbone.to(device).eval()
-    layout = torch.channels_last if x.ndim == 4 else torch.contiguous_format  # faster convolutions on CPU
-    backbone = backbone.to(memory_format=layout)
-    out = [backbone(to_unit(x[i : i + batch_size].to(device)).contiguous(memory_format=layout)).float().cpu()
-           for i in range(0, len(x), batch_size)]
+def embed(backbone: Backbone, data: Dataset, batch_size: int = 1024, device: str | torch.device = "cpu") -> torch.Tensor:
+    """Frozen features (N, num_features) of every item of ``data``, computed in batches taken by index."""
+    modality = data.spec
+    backbone = backbone.to(device).eval().to(memory_format=modality.layout(True))
+    out = [backbone(modality.to_model(data.take(torch.arange(i, min(i + batch_size, len(data)))), device, True))
+           .float().cpu() for i in range(0, len(data), batch_size)]
     return torch.cat(out)
 
 
 def check_compatible(description: dict[str, Any], data: Dataset) -> None:
+    if description["modality"] != data.modality:
+        raise SelfmetaError(f"the model was trained on {description['modality']} data, the data is {data.modality}")
     if tuple(description["input_shape"]) != data.input_shape:
         raise SelfmetaError(
             f"the model was trained on inputs of shape {tuple(description['input_shape'])}, "

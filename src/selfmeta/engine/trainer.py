@@ -34,7 +34,6 @@ from torch.nn.parallel import DistributedDataParallel
 
 from selfmeta import __version__, distributed
 from selfmeta.data.dataset import Dataset
-from selfmeta.encoders import to_unit
 from selfmeta.engine.batches import batch_plan
 from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
 from selfmeta.engine.config import TrainConfig
@@ -213,6 +212,7 @@ def train(
 ) -> TrainResult:
     """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use)."""
     run_dir = Path(run_dir) if run_dir is not None else None
+    cfg = cfg.resolved(len(data), int(os.environ.get("WORLD_SIZE", "1")))
     data_record = {**(data_info or {"name": data.name}), "items": len(data), "input_shape": list(data.input_shape)}
     if run_dir is not None:
         resume = prepare_run_dir(run_dir, resume, cfg, data_record)
@@ -244,9 +244,8 @@ def _train(
 
     precision = resolve_precision(cfg.precision, device)  # auto: bf16 only where the hardware has it natively
     seed_everything(cfg.seed)
-    method = build_method(cfg, data).to(device)
-    if cfg.channels_last and data.modality == "image":
-        method = method.to(memory_format=torch.channels_last)
+    modality = data.spec
+    method = build_method(cfg, data).to(device).to(memory_format=modality.layout(cfg.channels_last))
     optimizer = build_optimizer(cfg.optimizer, method, cfg.base_lr, cfg.decay)
 
     step, elapsed_before = 0, 0.0
@@ -337,11 +336,9 @@ def _train(
                 method.on_epoch_start(epoch, data)
                 method.train()
             index = plan.indices(step, rank)
-            x = to_unit(data.x[index].to(device, non_blocking=True))
+            x = modality.to_model(data.take(index), device, cfg.channels_last)
             if plan.augment:  # tasks whose episodes repeat items: every copy becomes its own view
-                x = method.views(x)
-            if cfg.channels_last and x.ndim == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
+                x = method.views(x).contiguous(memory_format=modality.layout(cfg.channels_last))
 
             progress_frac = max(
                 step / total_steps if total_steps else 0.0,

@@ -10,9 +10,10 @@ from selfmeta.evaluation.protocols import (
     linear_probe,
     run_protocol,
     sample_per_class,
+    svm_probe,
 )
 
 __all__ = [
     "classification_scores", "cluster_accuracy", "cluster_probe", "clustering_scores", "few_labels",
-    "knn_predict", "knn_probe", "linear_probe", "PROTOCOLS", "run_protocol", "sample_per_class",
+    "knn_predict", "knn_probe", "linear_probe", "PROTOCOLS", "run_protocol", "sample_per_class", "svm_probe",
 ]

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import Method
 from selfmeta.registry import Registry

@@ -25,7 +25,7 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.meta.base import METALEARNERS, MetaLearner, batch_statistics, query_accuracy
 from selfmeta.methods.base import StepOutput

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.meta.base import METALEARNERS, MetaLearner, query_accuracy

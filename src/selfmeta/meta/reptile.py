@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch.func import vmap
 
 from selfmeta.data.episodes import EpisodeSpec
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.meta.base import METALEARNERS, batch_statistics
 from selfmeta.meta.maml import MAML

@@ -16,13 +16,13 @@ Two hooks, no-ops by default, cover what some methods do outside the gradient st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.options import Option
 from selfmeta.registry import Registry
@@ -37,13 +37,19 @@ class StepOutput:
 class Method(nn.Module):
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
-    modalities: ClassVar[tuple[str, ...]] = ("image", "table")  # the data it can train on
+    modalities: ClassVar[tuple[str, ...] | None] = None         # the data it trains on; None: any modality
     options: ClassVar[dict[str, Option]] = {}                   # range and help of each keyword option
+    # Training options this method prefers where the user sets none (e.g. TS2Vec's batch of 8 and lr 1e-3).
+    defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, backbone: Backbone, views: Views) -> None:
         super().__init__()
         self.backbone = backbone
         self.views = views
+
+    @classmethod
+    def takes(cls, modality: str) -> bool:
+        return cls.modalities is None or modality in cls.modalities
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
         """x: (B, ...) inputs in to_unit form; index: (B,) int64 positions of the items in the data set."""

@@ -8,7 +8,7 @@ negatives pushed beyond the margin.
 
 from __future__ import annotations
 
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS
 from selfmeta.methods.triplet import TwoViewMetric

@@ -9,7 +9,7 @@ from torch import nn
 
 from selfmeta import distributed
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
@@ -100,7 +100,7 @@ class DEC(Method):
             return
         if len(data) < self.num_clusters:
             raise SelfmetaError(f"DEC with num_clusters={self.num_clusters} needs at least that many items, got {len(data)}")
-        features = dataset_outputs(self, self.backbone, data.x)                            # (N, F)
+        features = dataset_outputs(self, self.backbone, data)                            # (N, F)
         result = kmeans(features, self.num_clusters, iters=INIT_KMEANS_ITERS, seed=seed_from_torch())
         with torch.no_grad():
             self.centroids.copy_(result.centroids)

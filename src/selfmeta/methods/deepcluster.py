@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS
 from selfmeta.options import Option
@@ -64,7 +64,7 @@ class DeepCluster(PseudoLabelMethod):
         nn.init.zeros_(self.head.bias)
 
     def relabel(self, data: Dataset, k: int) -> torch.Tensor:
-        features = dataset_outputs(self, self.backbone, data.x)                       # (N, F)
+        features = dataset_outputs(self, self.backbone, data)                       # (N, F)
         z = F.normalize(pca_whiten(features, min(self.pca_dim, features.shape[1])), dim=1)  # (N, d)
         result = kmeans(z, k, iters=self.kmeans_iters, seed=seed_from_torch())
         self.reset_head()  # new ids: the old classifier means nothing for them

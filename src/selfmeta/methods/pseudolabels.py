@@ -19,8 +19,7 @@ from torch import nn
 
 from selfmeta import distributed
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.views import Views
-from selfmeta.encoders import to_unit
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import Method, StepOutput
@@ -33,9 +32,9 @@ EMBED_BATCH = 512  # items per forward pass when a method runs over the whole tr
 
 @torch.no_grad()
 def dataset_outputs(
-    method: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch_size: int = EMBED_BATCH
+    method: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], data: Dataset, batch_size: int = EMBED_BATCH
 ) -> torch.Tensor:
-    """``fn`` (e.g. the backbone) over all raw items ``x`` (N, ...): (N, ...) float32 on the method's device.
+    """``fn`` (e.g. the backbone) over every item of ``data``: (N, ...) float32 on the method's device.
 
     Runs in eval mode (batch-norm running statistics, no dropout: every item is embedded the same way
     whatever batch it falls in), in batches, without gradient, then restores the method's mode.
@@ -44,7 +43,9 @@ def dataset_outputs(
     was_training = method.training
     method.eval()
     try:
-        out = [fn(to_unit(x[i : i + batch_size].to(device))).float() for i in range(0, len(x), batch_size)]
+        n, modality = len(data), data.spec
+        out = [fn(modality.to_model(data.take(torch.arange(i, min(i + batch_size, n))), device)).float()
+               for i in range(0, n, batch_size)]
     finally:
         method.train(was_training)
     return torch.cat(out)

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods.base import METHODS, Method, StepOutput
@@ -107,12 +107,13 @@ class Reconstruction(Method):
     the normalized input space (per-channel or per-feature standardized, as the backbone sees it).
 
     Images: random square patches of the augmented view are set to the channel mean; the target is the
-    view itself. Tables: random features of the (augmented) row are replaced; the target is the clean row,
-    so the table views act as extra denoising corruption.
+    view itself. Series: random time steps of the view (all channels) are set to the channel mean, decoded
+    by an MLP; missing steps are not scored. Tables: random features of the (augmented) row are replaced;
+    the target is the clean row, so the table views act as extra denoising corruption.
 
     Args:
-        mask_ratio: fraction of patches (images) or features (tables) hidden, in [0, 1). MAE masks 0.75 of a
-            ViT's patches; with a global feature vector and small images 0.3-0.6 works better. 0 (with
+        mask_ratio: fraction of patches (images), time steps (series) or features (tables) hidden, in [0, 1).
+            MAE masks 0.75 of a ViT's patches; with a global feature vector and small images 0.3-0.6 works better. 0 (with
             ``masked_only=False``) is a plain autoencoder on the views.
         patch_size: side of the masked squares in pixels; None: about a seventh of the image side, at least
             2. Patches about the size of object parts (a stroke of a digit) make the task need context.
@@ -133,7 +134,8 @@ class Reconstruction(Method):
         "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022"
     )
     options = {
-        "mask_ratio": Option("fraction of patches (images) or features (tables) hidden", ge=0, lt=1),
+        "mask_ratio": Option("fraction of patches (images), time steps (series) or features (tables) hidden",
+                             ge=0, lt=1),
         "patch_size": Option("side of the masked squares in pixels; null: about a seventh of the side", ge=1),
         "masked_only": Option("score the hidden part only (MAE); false: every position (denoising AE)"),
         "augment": Option("corrupt the augmented views (true) or the raw inputs (false)"),
@@ -160,7 +162,10 @@ class Reconstruction(Method):
         self.masked_only = bool(masked_only)
         self.augment = bool(augment)
         self.table_fill = table_fill
+        # The layout of the items, from the normalizer's statistics: (1, C, 1, 1) images, (1, C, 1) series,
+        # (1, D) tables.
         self.is_image = backbone.normalize.mean.ndim == 4
+        self.is_sequence = backbone.normalize.mean.ndim == 3
         if self.is_image:
             height, width = getattr(views, "height", None), getattr(views, "width", None)
             if height is None or width is None:
@@ -170,35 +175,49 @@ class Reconstruction(Method):
             if not 1 <= self.patch_size <= max(height, width):
                 raise SelfmetaError(f"patch_size must be in [1, {max(height, width)}] pixels, got {patch_size}")
             self.decoder: nn.Module = ConvDecoder(backbone.num_features, (channels, height, width), decoder_width)
+        elif self.is_sequence:
+            channels, length = views.channels, views.length
+            self.patch_size = 0
+            self.decoder = nn.Sequential(mlp_decoder(backbone.num_features, channels * length, decoder_width),
+                                         nn.Unflatten(1, (channels, length)))
         else:
             self.patch_size = 0
             self.decoder = mlp_decoder(backbone.num_features, backbone.normalize.mean.shape[1], decoder_width)
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """Random mask for a batch: (B, 1, H, W) for images, (B, D) for tables; True = hidden."""
+        """Random mask for a batch: (B, 1, H, W) for images, (B, 1, T) time steps for series, (B, D) for
+        tables; True = hidden."""
         if self.is_image:
             b, _, h, w = x.shape
             return patch_mask(b, h, w, self.patch_size, self.mask_ratio, x.device)
+        if self.is_sequence:
+            b, _, t = x.shape
+            return random_mask(b, t, masked_count(t, self.mask_ratio), x.device).unsqueeze(1)
         b, d = x.shape
         return random_mask(b, d, masked_count(d, self.mask_ratio), x.device)
 
     def corrupt(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``x`` with its masked positions replaced (same shape, in to_unit space)."""
-        mean = self.backbone.normalize.mean                                   # (1, C, 1, 1) or (1, D)
-        if self.is_image or self.table_fill == "mean":
+        mean = self.backbone.normalize.mean                                   # (1, C, 1, 1), (1, C, 1) or (1, D)
+        if self.is_image or self.is_sequence or self.table_fill == "mean":
             return torch.where(mask, mean.to(x.dtype), x)
         b, d = x.shape
         donor = torch.randint(b, (b, d), device=x.device)                    # a random row per value
         return torch.where(mask, x.gather(0, donor), x)
 
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
-        v = self.views(x) if self.augment else x                            # (B, C, H, W) or (B, D)
+        v = self.views(x) if self.augment else x                            # (B, C, H, W), (B, C, T) or (B, D)
         mask = self.mask(v)
         prediction = self.decoder(self.backbone(self.corrupt(v, mask))).float()  # same shape as x
         with torch.no_grad():
-            target = self.backbone.normalize(v if self.is_image else x).float()  # the clean input, normalized
+            # The clean input, normalized: the view itself where views move content (images, series).
+            target = self.backbone.normalize(v if self.is_image or self.is_sequence else x).float()
+            present = torch.isfinite(target)                                 # missing values are not scored
+            complete = bool(present.all())
+            if not complete:
+                target, mask = torch.nan_to_num(target), mask & present
         with torch.autocast(prediction.device.type, enabled=False):
             masked = masked_mse(prediction, target, mask)
-            visible = masked_mse(prediction, target, ~mask)
-            loss = masked if self.masked_only else masked_mse(prediction, target)
+            visible = masked_mse(prediction, target, ~mask if complete else ~mask & present)
+            loss = masked if self.masked_only else masked_mse(prediction, target, None if complete else present)
         return StepOutput(loss, {"mse_masked": float(masked.detach()), "mse_visible": float(visible.detach())})

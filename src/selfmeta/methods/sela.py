@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from selfmeta.data.dataset import Dataset
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS
 from selfmeta.options import Option
@@ -60,5 +60,5 @@ class SeLa(PseudoLabelMethod):
         def log_probs(x: torch.Tensor) -> torch.Tensor:
             return self.head(self.backbone(x))[:, :k].float().log_softmax(dim=1)    # (b, k)
 
-        plan = sinkhorn(dataset_outputs(self, log_probs, data.x), self.lam, self.sinkhorn_iters, tol=SINKHORN_TOL)  # (N, k)
+        plan = sinkhorn(dataset_outputs(self, log_probs, data), self.lam, self.sinkhorn_iters, tol=SINKHORN_TOL)  # (N, k)
         return plan.argmax(dim=1)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from selfmeta import distributed
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS, Method, StepOutput
 from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from selfmeta import distributed
-from selfmeta.data.views import Views
+from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS, Method, StepOutput
 from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head

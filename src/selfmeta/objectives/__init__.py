@@ -18,11 +18,17 @@ from selfmeta.objectives.metric import (
 from selfmeta.objectives.ntxent import nt_xent
 from selfmeta.objectives.reconstruction import masked_mse
 from selfmeta.objectives.sinkhorn import sinkhorn
+from selfmeta.objectives.ts2vec import (
+    hierarchical_contrastive_loss,
+    instance_contrastive_loss,
+    temporal_contrastive_loss,
+)
 from selfmeta.objectives.vicreg import vicreg_loss, vicreg_terms
 
 __all__ = [
     "KMeansResult", "balance_kl", "balanced_cross_entropy", "barlow_twins_loss", "batch_hard_miner", "byol_loss",
-    "contrastive_loss", "cross_correlation", "dec_loss", "info_nce", "kmeans", "masked_mse", "normalized_mse",
+    "contrastive_loss", "cross_correlation", "dec_loss", "hierarchical_contrastive_loss", "info_nce",
+    "instance_contrastive_loss", "kmeans", "masked_mse", "normalized_mse",
     "nt_xent", "pca_whiten", "semi_hard_miner", "sinkhorn", "soft_assignment", "target_distribution",
-    "triplet_loss", "vicreg_loss", "vicreg_terms",
+    "temporal_contrastive_loss", "triplet_loss", "vicreg_loss", "vicreg_terms",
 ]

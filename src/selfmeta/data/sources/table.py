@@ -51,6 +51,7 @@ def table_to_dataset(frame: Any, name: str, label_column: str | None) -> Dataset
 class _Table(DataSource):
     suffix: str
     options = ("label_column",)
+    catch_all = True  # any file with the suffix: formats with a closer look (a timestamped CSV) go first
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() == self.suffix

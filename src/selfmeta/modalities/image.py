@@ -1,13 +1,10 @@
-"""Views: batched random augmentations that run on the model's device, one call per view.
+"""Images: ``(N, C, H, W)`` uint8 (0..255) or float in [0, 1]; per-channel normalization; Conv-4 by default.
 
-Images (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip, (optional) rotation and
+Views (float in [0, 1], ``(B, C, H, W)``): random resized crop, horizontal flip, (optional) rotation and
 (optional) elastic distortion fused into a single resampling (one ``grid_sample`` for the whole batch),
 colour jitter, random grayscale and Gaussian blur from kornia, each applied to a random subset of the
-batch. Tables (raw ``(B, D)`` rows): swap noise, feature masking and Gaussian noise, scaled by each
-feature's spread.
-
-Every random draw is a batched tensor op; there is no Python loop over samples. Views read the global
-torch RNG, which the engine seeds and checkpoints.
+batch. Every random draw is a batched tensor op; there is no Python loop over samples. Views read the
+global torch RNG, which the engine seeds and checkpoints.
 """
 
 from __future__ import annotations
@@ -18,24 +15,9 @@ from types import SimpleNamespace
 import kornia
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from selfmeta.modalities.base import MODALITIES, Modality, Views
 from selfmeta.options import Option
-from selfmeta.registry import Registry
-
-VIEWS: Registry[type["Views"]] = Registry("view family")
-VIEW_ARGS = ("input_shape", "mean", "std")  # constructor arguments the engine supplies, not user options
-
-
-class Views(nn.Module):
-    """Contract: ``forward(x)`` returns one random view of the batch, same shape and dtype.
-
-    Options are the constructor's keyword arguments after ``input_shape`` (and the statistics the engine
-    passes), declared in ``options`` (:mod:`selfmeta.options`).
-    """
-
-    description: str = ""
-    options: dict[str, Option] = {}
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -93,7 +75,6 @@ def elastic_field(n: int, size: tuple[int, int], pixels: float, like: torch.Tens
     return field.permute(0, 2, 3, 1) * scale
 
 
-@VIEWS.register("image")
 class ImageViews(Views):
     """SimCLR's image augmentations (Chen et al. 2020, appendix A), batched, with optional rotation and
     elastic distortion for characters and digits."""
@@ -170,32 +151,12 @@ class ImageViews(Views):
         return x
 
 
-@VIEWS.register("table")
-class TableViews(Views):
-    """Corruptions for rows of numeric features (swap noise as in Jahrer's DAE; masking as in VIME, Yoon et al. 2020)."""
-
-    description = "swap noise, masking to the mean, Gaussian noise, scaled per feature"
-    options = {
-        "swap": Option("probability a value is replaced by the same feature of another row (swap noise)", ge=0, le=1),
-        "mask": Option("probability a value is replaced by the feature's mean", ge=0, le=1),
-        "noise": Option("Gaussian noise, in units of each feature's standard deviation", ge=0),
-    }
-
-    def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, swap: float = 0.15,
-                 mask: float = 0.2, noise: float = 0.1) -> None:
-        super().__init__()
-        self.o = SimpleNamespace(swap=swap, mask=mask, noise=noise)
-        # Copies: the normalizer's statistics are the backbone's buffers, and a saved file holds each tensor once.
-        self.register_buffer("mean", mean.detach().reshape(1, -1).float().clone())
-        self.register_buffer("std", std.detach().reshape(1, -1).float().clone())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, d = x.shape
-        if self.o.swap > 0:
-            donor = torch.randint(n, (n, d), device=x.device)
-            x = torch.where(torch.rand(n, d, device=x.device) < self.o.swap, x.gather(0, donor), x)
-        if self.o.mask > 0:
-            x = torch.where(torch.rand(n, d, device=x.device) < self.o.mask, self.mean, x)
-        if self.o.noise > 0:
-            x = x + self.o.noise * self.std * torch.randn_like(x)
-        return x
+@MODALITIES.register("image")
+class Image(Modality):
+    name = "image"
+    description = "images (N, C, H, W): uint8 0..255 or float in [0, 1]; per-channel normalization"
+    item_dims = 3
+    item_layout = "(C, H, W)"
+    default_encoder = "conv4"
+    views = ImageViews
+    channels_last = True

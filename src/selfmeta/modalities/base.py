@@ -1,0 +1,130 @@
+"""The modality contract and its registry: one kind of data (images, tables, series...), one module each.
+
+A modality owns everything that depends on what an item is, so that the engine, the methods and the API
+ask it instead of testing the modality's name:
+
+- storage and validation: ``check(x)`` of the items tensor (number of dimensions, NaN policy). Items are
+  one tensor ``(N, *item_shape)`` that the dataset serves by index (``Dataset.take``); missing values
+  (and the padding of unequal lengths) are NaN where the modality allows them (``missing_values``);
+- normalization: ``normalizer(x)`` fits a :class:`Normalize` on a sample (which axes are "channels");
+- the view family (``views``, a :class:`Views`, with its options declared as every plug-in's);
+- the default encoder, and whether the channels-last memory layout applies (``channels_last``);
+- how a batch of raw items becomes model input on a device (``to_model``).
+
+Example::
+
+    modality = modality_of(data)                 # the Modality of a Dataset
+    normalize = modality.normalizer(data.take(range(2000)))
+    views = modality.build_views(data.input_shape, normalize, {"hflip": 0})
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from selfmeta.encoders.base import Normalize, to_unit
+from selfmeta.errors import SelfmetaError
+from selfmeta.options import Option, check_options
+from selfmeta.registry import Registry
+
+# Constructor arguments of a view family that the engine supplies (the normalizer's statistics).
+VIEW_ARGS = ("input_shape", "mean", "std")
+
+
+class Views(nn.Module):
+    """Contract: ``forward(x)`` returns one random view of the batch, same shape and dtype.
+
+    Options are the constructor's keyword arguments after ``input_shape`` (and the statistics the engine
+    passes), declared in ``options`` (:mod:`selfmeta.options`).
+    """
+
+    description: str = ""
+    options: dict[str, Option] = {}
+
+
+class Modality:
+    """Contract of one kind of data; see the module docstring. Subclasses set the class attributes and
+    override what differs: ``stat_dims`` (the axes normalization averages over), ``build_views`` when the
+    views need statistics."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    item_dims: ClassVar[int]             # dimensions of one item: 3 for (C, H, W), 1 for (D,), 2 for (C, T)
+    item_layout: ClassVar[str]           # for messages: "(C, H, W)"
+    default_encoder: ClassVar[str]
+    views: ClassVar[type[Views]]
+    channels_last: ClassVar[bool] = False   # the NHWC layout speeds up its convolutions on CPU
+    missing_values: ClassVar[bool] = False  # NaN marks a missing value or padding, not an error
+
+    @property
+    def stat_dims(self) -> tuple[int, ...]:
+        """Axes of a batch ``(N, *item)`` that normalization averages over: all but axis 1 by default."""
+        return (0, *range(2, self.item_dims + 1))
+
+    def check(self, x: torch.Tensor, name: str) -> None:
+        """One SelfmetaError line for items this modality cannot hold."""
+        if x.ndim != self.item_dims + 1:
+            raise SelfmetaError(f"{name}: {self.name} data must be (N, {self.item_layout[1:]}, got shape "
+                                f"{tuple(x.shape)}")
+        if x.is_floating_point() and not self.missing_values and not bool(torch.isfinite(x).all()):
+            raise SelfmetaError(f"{name}: the data holds NaN or infinite values")
+        if x.is_floating_point() and self.missing_values and bool(torch.isinf(x).any()):
+            raise SelfmetaError(f"{name}: the data holds infinite values (NaN marks a missing one)")
+
+    def from_array(self, x: torch.Tensor) -> torch.Tensor:
+        """An array of items from the Python API -> the stored layout: a left-out channel axis is added
+        ((N, H, W) grey images, (N, T) univariate series), uint8 is kept (0..255), other numbers become float32."""
+        if x.ndim == self.item_dims:
+            x = x.unsqueeze(1)
+        return x if x.dtype == torch.uint8 else x.float()
+
+    def stat_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the normalizer's statistics for items of ``input_shape``."""
+        shape = [1] * (len(input_shape) + 1)
+        shape[1] = input_shape[0]
+        return tuple(shape)
+
+    def normalizer(self, sample: torch.Tensor) -> Normalize:
+        """Mean and standard deviation per channel (feature) of a sample of raw items; where the modality
+        has missing values, over the present ones only."""
+        x = to_unit(sample)
+        shape, dims = self.stat_shape(tuple(x.shape[1:])), self.stat_dims
+        if not self.missing_values:
+            return Normalize(x.mean(dims).view(shape), x.std(dims).view(shape))
+        present = torch.isfinite(x)
+        count = present.sum(dims).clamp_min(1)
+        mean = torch.where(present, x, 0.0).sum(dims) / count
+        var = torch.where(present, (x - mean.view(shape)) ** 2, 0.0).sum(dims) / (count - 1).clamp_min(1)
+        return Normalize(mean.view(shape), var.sqrt().view(shape))
+
+    def placeholder_normalizer(self, input_shape: tuple[int, ...]) -> Normalize:
+        """Zero mean, unit spread, to be overwritten by saved statistics."""
+        shape = self.stat_shape(input_shape)
+        return Normalize(torch.zeros(shape), torch.ones(shape))
+
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any]) -> Views:
+        """The view family with checked options (the statistics are passed where the family takes them)."""
+        checked = check_options(f"{self.name} views", self.views, options, VIEW_ARGS)
+        return self.views(input_shape, **checked)
+
+    def layout(self, channels_last: bool) -> torch.memory_format:
+        return torch.channels_last if channels_last and self.channels_last else torch.contiguous_format
+
+    def to_model(self, x: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
+        """Raw items (a batch from ``Dataset.take``) -> model input on ``device``: floats (uint8 images to
+        [0, 1]), in the memory layout the modality's convolutions like."""
+        x = to_unit(x.to(device, non_blocking=True))
+        return x.contiguous(memory_format=self.layout(channels_last))
+
+
+MODALITIES: Registry[type[Modality]] = Registry("modality")
+
+
+def get_modality(name: str) -> Modality:
+    """The registered modality ``name`` (an unknown name is an error listing the valid ones)."""
+    import selfmeta.modalities  # noqa: F401  (registers the built-in modalities)
+
+    return MODALITIES.get(name)()
