@@ -44,6 +44,19 @@ def time_steps(fn, steps: int) -> float:
     return median(times)
 
 
+def training_step(method, opt, x: torch.Tensor, index: torch.Tensor, bf16: bool):
+    """One optimizer step of ``method`` on the batch ``x``, as the engine takes it (autocast only)."""
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = method(x, index)
+        opt.zero_grad(set_to_none=True)
+        out.loss.backward()
+        opt.step()
+
+    return step
+
+
 def selfmeta_step(encoder: str, shape: tuple[int, int, int], batch: int, channels_last: bool, bf16: bool, views: dict):
     data = Dataset(torch.randint(0, 256, (batch * 2, *shape), dtype=torch.uint8), modality="image")
     cfg = TrainConfig(encoder=encoder, batch_size=batch, channels_last=channels_last, view_options=views)
@@ -56,12 +69,7 @@ def selfmeta_step(encoder: str, shape: tuple[int, int, int], batch: int, channel
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
-    def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = method(x, index)
-        opt.zero_grad(set_to_none=True)
-        out.loss.backward()
-        opt.step()
+    step = training_step(method, opt, x, index, bf16)
 
     def make_views() -> None:
         with torch.no_grad():

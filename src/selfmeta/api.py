@@ -93,7 +93,7 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_i
 def _check_features(estimator: Any, data: Dataset) -> None:
     """Items of the shape the estimator was fitted on, said in scikit-learn's words for tables."""
     fitted = tuple(estimator.description_["input_shape"])
-    if data.input_shape == fitted:
+    if data.spec.fits(fitted, data.input_shape):
         return
     name = type(estimator).__name__
     if len(fitted) == 1 and len(data.input_shape) == 1:

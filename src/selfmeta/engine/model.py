@@ -112,7 +112,7 @@ def embed(backbone: Backbone, data: Dataset, batch_size: int = 1024, device: str
 def check_compatible(description: dict[str, Any], data: Dataset) -> None:
     if description["modality"] != data.modality:
         raise SelfmetaError(f"the model was trained on {description['modality']} data, the data is {data.modality}")
-    if tuple(description["input_shape"]) != data.input_shape:
+    if not data.spec.fits(tuple(description["input_shape"]), data.input_shape):
         raise SelfmetaError(
             f"the model was trained on inputs of shape {tuple(description['input_shape'])}, "
             f"the data has {data.input_shape}"

@@ -74,6 +74,11 @@ class Modality:
         if x.is_floating_point() and self.missing_values and bool(torch.isinf(x).any()):
             raise SelfmetaError(f"{name}: the data holds infinite values (NaN marks a missing one)")
 
+    def fits(self, trained: tuple[int, ...], given: tuple[int, ...]) -> bool:
+        """Whether a model trained on items of shape ``trained`` takes items of shape ``given``: the same
+        shape, unless the modality says otherwise (series of any length)."""
+        return tuple(trained) == tuple(given)
+
     def from_array(self, x: torch.Tensor) -> torch.Tensor:
         """An array of items from the Python API -> the stored layout: a left-out channel axis is added
         ((N, H, W) grey images, (N, T) univariate series), uint8 is kept (0..255), other numbers become float32."""

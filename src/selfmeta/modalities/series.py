@@ -8,9 +8,9 @@ Views (``(B, C, T)``, raw values, batched on the device; Iwana & Uchida 2021 sur
 TS2Vec use them): window slicing (a random sub-series stretched back to T) and time warping (a smooth
 random distortion of the time axis) fused into one resampling, then scaling and magnitude warping (a
 smooth random gain per channel), jitter (Gaussian noise in units of each channel's spread) and timestamp
-masking (random steps marked missing). Every draw is a batched tensor op; the default strengths suit
-z-normalized sensor series and were chosen on validation splits of the UCR training sets
-(BENCHMARKS.md).
+masking (random steps marked missing). Every draw is a batched tensor op. The default strengths are
+the moderate ones of the survey and of TS-TCC (series are z-normalized first), not tuned here;
+``benchmarks/series_view_pilot.py`` compares settings by cross-validation on UCR training splits.
 """
 
 from __future__ import annotations
@@ -140,6 +140,9 @@ class Series(Modality):
         present = torch.isfinite(x).flatten(1).any(1)
         if not bool(present.all()):
             raise SelfmetaError(f"{name}: item {int((~present).nonzero()[0])} has no value at all (every step missing)")
+
+    def fits(self, trained: tuple[int, ...], given: tuple[int, ...]) -> bool:
+        return trained[0] == given[0]  # the encoders take any length: the channels must match
 
     def from_array(self, x: torch.Tensor) -> torch.Tensor:
         return super().from_array(x).float()  # series are float32 whatever the array held

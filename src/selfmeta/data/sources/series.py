@@ -150,9 +150,9 @@ READERS = {".ts": read_ts, ".tsv": read_tsv}
 
 
 def _dataset(parts: list[tuple[torch.Tensor, list[str] | None, list[str] | None]], name: str,
-             classes: list[str] | None = None) -> Dataset:
-    """Series files (read by READERS) -> one Dataset; the lengths of the files are padded to the longest."""
-    length = max(x.shape[-1] for x, _, _ in parts)
+             classes: list[str] | None = None, length: int | None = None) -> Dataset:
+    """Series files (read by READERS) -> one Dataset, padded to ``length`` (default: the longest)."""
+    length = length or max(x.shape[-1] for x, _, _ in parts)
     channels = {x.shape[1] for x, _, _ in parts}
     if len(channels) > 1:
         raise SelfmetaError(f"{name}: the files have different numbers of dimensions ({sorted(channels)})")
@@ -196,7 +196,9 @@ class UCRProblem(DataSource):
         seen = [label for _, labels, _ in read.values() for label in (labels or [])]
         classes = labels_from_names(seen, None)[1] if declared is None else declared + sorted(set(seen) - set(declared))
         parts = [read["train"], read["test"]] if split == "all" else [read[split]]
-        return _dataset(parts, path.name, classes if seen else None)
+        # Every split padded to the longest series of the problem, so that train and test items have one shape.
+        length = max(x.shape[-1] for x, _, _ in read.values())
+        return _dataset(parts, path.name, classes if seen else None, length)
 
 
 @SOURCES.register("ts")

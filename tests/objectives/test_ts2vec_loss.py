@@ -83,3 +83,33 @@ def test_agreeing_views_cost_less_and_gradients_flow():
     z1 = z.clone().requires_grad_(True)
     hierarchical_contrastive_loss(z1, noisy).backward()
     assert torch.isfinite(z1.grad).all() and z1.grad.abs().sum() > 0
+
+
+def test_widely_spread_similarities_keep_loss_and_gradient():
+    """Trained representations give dot products hundreds of units apart: the floor that keeps softmax
+    weights out of subnormal floats (slow on x86) must leave the loss and its gradient as they are."""
+    g = torch.Generator().manual_seed(1)
+    z1 = (8 * torch.randn(2, 40, 16, generator=g, dtype=torch.float64)).requires_grad_(True)
+    z2 = z1.detach() + torch.randn(2, 40, 16, generator=g, dtype=torch.float64)
+    loss = temporal_contrastive_loss(z1, z2)
+    assert float(loss.detach()) == pytest.approx(naive_temporal(z1.detach(), z2), rel=1e-9)
+    (grad,) = torch.autograd.grad(loss, z1)
+
+    def unfloored(a):                                                 # the plain formula, no floor
+        z = torch.cat([a, z2], dim=1)
+        sim = z @ z.transpose(1, 2)
+        sim = sim - torch.diag_embed(torch.full(sim.shape[:2], float("inf"), dtype=sim.dtype))
+        positive = (a * z2).sum(-1)
+        return (torch.logsumexp(sim, -1) - torch.cat([positive, positive], 1)).mean()
+
+    spread = (z1 @ z1.transpose(1, 2)).detach()
+    assert float(spread.amax() - spread.amin()) > 500                  # the floor is active here
+    (expected,) = torch.autograd.grad(unfloored(z1), z1)
+    torch.testing.assert_close(grad, expected, rtol=1e-9, atol=1e-12)
+
+
+def test_hand_written_gradient_passes_gradcheck():
+    g = torch.Generator().manual_seed(2)
+    z1 = torch.randn(2, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(2, 6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: hierarchical_contrastive_loss(a, b, 0.5, 0), (z1, z2))
