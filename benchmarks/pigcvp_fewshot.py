@@ -1,10 +1,10 @@
 """Few-shot classification of PigCVP's TEST pigs (52 classes, 4 series each, length 2000): 5-way episodes
 from the TEST split, drawn with the fixed evaluation seed, scored by nearest prototype.
 
-    python benchmarks/pigcvp_fewshot.py --out runs/pigcvp [--ts2vec-run runs/ucr/PigCVP-ts2vec] [--budget 300]
+    python benchmarks/pigcvp_fewshot.py --out runs/pigcvp [--ucr-runs runs/ucr] [--budget 300]
 
-Rows: prototypes of the raw series (z-normalized per channel with the TRAIN statistics), of TS2Vec features
-learned without labels on TRAIN (a ``benchmarks/ucr.py`` run), and of a TS2Vec encoder meta-trained with
+Rows: prototypes of the raw series (z-normalized per channel with the TRAIN statistics), of TS2Vec and of
+SimCLR features learned without labels on TRAIN (``benchmarks/ucr.py`` runs), and of a TS2Vec encoder meta-trained with
 UMTRA tasks on TRAIN without labels (``selfmeta metatrain --tasks umtra``), for at most ``--budget`` s.
 With 4 series per test pig an episode holds at most 4 per class: 1-shot with 3 queries, 3-shot with 1;
 5-shot episodes cannot be drawn from this split.
@@ -51,7 +51,7 @@ def raw_prototypes(shots: int, queries: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("runs/pigcvp"))
-    parser.add_argument("--ts2vec-run", type=Path, default=Path("runs/ucr/PigCVP-ts2vec"))
+    parser.add_argument("--ucr-runs", type=Path, default=Path("runs/ucr"), help="benchmarks/ucr.py's --out")
     parser.add_argument("--budget", type=float, default=300)
     parser.add_argument("--ways", type=int, default=20, help="UMTRA: items (pseudo-classes) per training task")
     args = parser.parse_args()
@@ -65,7 +65,8 @@ def main() -> None:
     for shots, queries in SHOTS:
         column = f"5-way {shots}-shot ({queries} queries)"
         rows.setdefault("raw series, prototypes", {})[column] = raw_prototypes(shots, queries)
-        for label, run in (("TS2Vec features (no labels), prototypes", args.ts2vec_run),
+        for label, run in (("TS2Vec features (no labels), prototypes", args.ucr_runs / "PigCVP-ts2vec"),
+                           ("SimCLR features, series views (no labels), prototypes", args.ucr_runs / "PigCVP-simclr"),
                            ("UMTRA + ProtoNet, TS2Vec encoder (no labels)", umtra)):
             rows.setdefault(label, {})[column] = selfmeta(
                 "evaluate", str(run), "--data", str(PIG), "--split", "test", "--protocol", "fewshot", "--ways", "5",

@@ -137,7 +137,7 @@ def test_a_short_ts2vec_run_on_gunpoint_beats_1nn_euclidean(tmp_path):
     train_set, test_set = load_data(gunpoint, "train"), load_data(gunpoint, "test")
     nearest = torch.cdist(test_set.x.flatten(1), train_set.x.flatten(1)).argmin(1)
     euclidean = float((train_set.y[nearest] == test_set.y).float().mean())          # 0.913
-    proc = subprocess.run([EXE, "pretrain", "--data", gunpoint, "--method", "ts2vec", "--out", "run", "--steps", "120",
+    proc = subprocess.run([EXE, "pretrain", "--data", gunpoint, "--method", "ts2vec", "--out", "run", "--steps", "40",
                            "--no-progress"], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([EXE, "evaluate", "run", "--data", gunpoint, "--protocol", "svm"], cwd=tmp_path,
