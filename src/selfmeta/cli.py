@@ -60,7 +60,10 @@ class _Parser(argparse.ArgumentParser):
 def _training_args(p: argparse.ArgumentParser, methods: str, encoders: list[str]) -> None:
     _data_args(p, "train")
     p.add_argument("--method", default=None, help=methods)
-    p.add_argument("--encoder", default=None, help=f"{' | '.join(encoders)} (default: conv4 for images, mlp for tables)")
+    from selfmeta.modalities import MODALITIES
+
+    defaults = ", ".join(f"{MODALITIES.get(m).default_encoder} for {m}" for m in MODALITIES)
+    p.add_argument("--encoder", default=None, help=f"{' | '.join(encoders)} (default: {defaults})")
     p.add_argument("--out", required=True, help="run directory to create (or to resume)")
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None)
