@@ -3,6 +3,7 @@ on each problem's TRAIN split, scored on its TEST split by an RBF SVM (C by cros
 protocol of T-Loss and TS2Vec; beside 1-NN Euclidean on the raw series and published figures.
 
     python benchmarks/ucr.py --out runs/ucr [--methods ts2vec simclr] [--problems GunPoint ...] [--budget 300]
+    python benchmarks/ucr.py --out runs/ucr --methods simclr --tag cropped views.time_warp=0 ...
 
 Each run is the command a user types (``selfmeta pretrain`` then ``selfmeta evaluate --protocol svm``), one
 thread, for at most ``--budget`` seconds; ts2vec stops at the paper's 200 iterations (batch 8, lr 1e-3),
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300, help="most seconds of training per run")
     parser.add_argument("--simclr-steps", type=int, default=600)
     parser.add_argument("--encoder", default="ts2vec")
+    parser.add_argument("--tag", default="", help="names these runs' column (METHOD-TAG), for the options below")
+    parser.add_argument("options", nargs="*", help="key=value options for every pretrain run (views.jitter=0 ...)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
@@ -78,21 +81,22 @@ def main() -> None:
         row = results.setdefault(problem, {})
         row["1nn_ed"] = one_nn_euclidean(problem)
         for method in args.methods:
-            run = args.out / f"{problem}-{method}"
+            column = f"{method}-{args.tag}" if args.tag else method
+            run = args.out / f"{problem}-{column}"
             steps = "200" if method == "ts2vec" else str(args.simclr_steps)
             if not (run / "encoder.safetensors").is_file():
                 start = time.perf_counter()
                 summary = json.loads(selfmeta("pretrain", "--data", data, "--method", method, "--encoder", args.encoder,
                                               "--out", str(run), "--steps", steps, f"time_budget={args.budget}",
-                                              "--no-progress"))
-                row[f"{method}_train_s"] = round(time.perf_counter() - start, 1)
-                row[f"{method}_steps"] = summary["steps"]
+                                              "--no-progress", *args.options))
+                row[f"{column}_train_s"] = round(time.perf_counter() - start, 1)
+                row[f"{column}_steps"] = summary["steps"]
             scores = json.loads(selfmeta("evaluate", str(run), "--data", data, "--protocol", "svm"))
-            row[method] = scores["accuracy"]
+            row[column] = scores["accuracy"]
             results_path.write_text(json.dumps(results, indent=2) + "\n")
-            print(problem, method, round(scores["accuracy"], 3), flush=True)
+            print(problem, column, round(scores["accuracy"], 3), flush=True)
 
-    methods = args.methods
+    methods = [f"{m}-{args.tag}" if args.tag else m for m in args.methods]
     print("\n| problem | " + " | ".join(f"selfmeta {m} + SVM" for m in methods)
           + " | 1-NN ED (here) | " + " | ".join(COLUMNS.values()) + " |")
     print("|---|" + "---:|" * (len(methods) + 1 + len(COLUMNS)))
