@@ -228,6 +228,53 @@ def is_timestamped_csv(path: Path) -> bool:
     return first.split(",")[0].strip().strip('"').lower() == "timestamp"
 
 
+def read_timestamped(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A CSV of one long series, ``timestamp,value[,value2...]`` -> (timestamps (L,) datetime64[ns], values
+    (L, C) float64). The timestamps must be strictly increasing (a series scored online has one order); a
+    value that is not a number, an unreadable timestamp or a ragged row is one SelfmetaError line."""
+    rows: list[list[float]] = []
+    stamps: list[str] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, [])
+            if len(header) < 2:
+                raise SelfmetaError(f"{path}: expected timestamp,value[,value2...] columns")
+            for number, row in enumerate(reader, 2):
+                if not row:
+                    continue
+                if len(row) != len(header):
+                    raise SelfmetaError(f"{path}, line {number}: {len(row)} fields, the header has {len(header)}")
+                stamps.append(row[0])
+                rows.append([_number(v, f"{path}, line {number}") for v in row[1:]])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SelfmetaError(f"{path}: not a readable CSV ({exc})".splitlines()[0]) from None
+    except OSError as exc:
+        raise SelfmetaError(f"cannot read {path} ({exc})") from None
+    if not rows:
+        raise SelfmetaError(f"{path}: no rows")
+    try:
+        times = np.array(stamps, dtype="datetime64[ns]")
+    except ValueError:
+        bad = next(i for i, t in enumerate(stamps) if not _is_time(t))
+        raise SelfmetaError(f"{path}, line {bad + 2}: {stamps[bad][:40]!r} is not a timestamp") from None
+    steps = np.diff(times)
+    if (steps <= np.timedelta64(0)).any():
+        i = int(np.flatnonzero(steps <= np.timedelta64(0))[0]) + 1
+        what = "repeats" if steps[i - 1] == np.timedelta64(0) else "comes before"
+        raise SelfmetaError(f"{path}, line {i + 2}: timestamp {stamps[i]} {what} the previous row's ({stamps[i - 1]}); "
+                            "rows must be in time order without duplicates")
+    return times, np.asarray(rows, dtype=np.float64)
+
+
+def _is_time(text: str) -> bool:
+    try:
+        np.datetime64(text, "ns")
+        return True
+    except ValueError:
+        return False
+
+
 def windows(values: torch.Tensor, window: int, stride: int, name: str) -> torch.Tensor:
     """One series (C, L) -> (N, C, window) windows starting every ``stride`` steps (a strided view, copied)."""
     length = values.shape[-1]
@@ -256,26 +303,8 @@ class TimestampedCSV(DataSource):
         stride = stride or window
         if window < 2 or stride < 1:
             raise SelfmetaError(f"--window must be at least 2 and --stride at least 1, got {window} and {stride}")
-        rows = []
-        try:
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.reader(handle)
-                header = next(reader, [])
-                if len(header) < 2:
-                    raise SelfmetaError(f"{path}: expected timestamp,value[,value2...] columns")
-                for number, row in enumerate(reader, 2):
-                    if not row:
-                        continue
-                    if len(row) != len(header):
-                        raise SelfmetaError(f"{path}, line {number}: {len(row)} fields, the header has {len(header)}")
-                    rows.append([_number(v, f"{path}, line {number}") for v in row[1:]])
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise SelfmetaError(f"{path}: not a readable CSV ({exc})".splitlines()[0]) from None
-        except OSError as exc:
-            raise SelfmetaError(f"cannot read {path} ({exc})") from None
-        if not rows:
-            raise SelfmetaError(f"{path}: no rows")
-        values = torch.tensor(rows, dtype=torch.float32).T                                      # (C, L)
+        _, rows = read_timestamped(path)
+        values = torch.from_numpy(rows.T.astype(np.float32))                                   # (C, L)
         items = windows(values, window, stride, str(path))
         n_test = int(round(len(items) * 0.2))
         parts = {"train": items[: len(items) - n_test], "test": items[len(items) - n_test :], "all": items}
