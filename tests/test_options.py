@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from selfmeta.anomaly import DETECTORS, AnomalyDetector
 from selfmeta.data.tasks import TASK_ARGS, TASKS
 from selfmeta.modalities import MODALITIES, VIEW_ARGS
 from selfmeta.encoders import ENCODERS
@@ -21,7 +22,8 @@ PLUGINS = (
     + [(f"encoder {n}", ENCODERS.get(n), ("input_shape",)) for n in ENCODERS]
     + [(f"views {n}", MODALITIES.get(n).views, VIEW_ARGS) for n in MODALITIES]
     + [(f"tasks {n}", TASKS.get(n), TASK_ARGS) for n in TASKS]
-    + [("training", TrainConfig, ())]
+    + [(f"detector {n}", DETECTORS.get(n), ()) for n in DETECTORS]
+    + [("training", TrainConfig, ()), ("AnomalyDetector", AnomalyDetector, AnomalyDetector.built)]
 )
 
 

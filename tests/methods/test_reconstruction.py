@@ -275,3 +275,20 @@ def test_plain_autoencoder_with_no_masking():
     x = torch.rand(2, 3, 12, 12)
     method(x, torch.arange(2))
     assert torch.equal(seen["corrupted"], x)
+
+
+# ----------------------------------------------------------------------------- per-item reconstruction error
+
+
+@pytest.mark.parametrize("build, x", [(image_method, torch.rand(4, 3, 12, 12)), (table_method, torch.randn(5, 7))])
+def test_reconstruction_error_is_each_items_mse_of_the_unmasked_input(build, x):
+    method = build().eval()
+    errors = method.reconstruction_error(x)
+    assert errors.shape == (len(x),)
+    for i in range(len(x)):                                       # one item at a time, the formula spelled out
+        item = x[i : i + 1]
+        with torch.no_grad():
+            prediction = method.decoder(method.backbone(item))
+        target = (item - method.backbone.normalize.mean) / method.backbone.normalize.std
+        assert float(errors[i]) == pytest.approx(float(((prediction - target) ** 2).mean()), rel=1e-5)
+

@@ -119,21 +119,34 @@ def check_compatible(description: dict[str, Any], data: Dataset) -> None:
         )
 
 
-def load_learner(run_dir: str | Path, data: Dataset) -> Method | None:
-    """The whole trained method of an episodic run (meta-learner with its heads and learned rates), rebuilt
-    from ``config.json`` and the checkpoint, in eval mode; None for runs that are not episodic."""
+def load_method(run_dir: str | Path, data: Dataset) -> Method:
+    """The whole trained method of a run directory (its heads, decoder, learned rates...), rebuilt from
+    ``config.json`` and the checkpoint, in eval mode. ``data`` is only a template: every statistic
+    ``build_method`` derives from it is a buffer, overwritten by the checkpoint."""
     from selfmeta.engine.checkpoint import CHECKPOINT, load_checkpoint
 
     run_dir = Path(run_dir)
     config_path = run_dir / "config.json"
     if not (run_dir.is_dir() and config_path.is_file() and (run_dir / CHECKPOINT).is_file()):
-        return None
+        raise SelfmetaError(f"{run_dir} holds no config.json and {CHECKPOINT}: is it a selfmeta run directory?")
     values = json.loads(config_path.read_text())["config"]
-    if values.get("tasks") is None:
-        return None
-    learner = build_method(TrainConfig.from_dict(values), data)
+    method = build_method(TrainConfig.from_dict(values), data)
     try:
-        learner.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
+        method.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])
     except (RuntimeError, KeyError) as exc:
         raise SelfmetaError(f"{run_dir / CHECKPOINT} does not fit its config.json ({exc})".splitlines()[0]) from None
-    return learner.eval()
+    return method.eval()
+
+
+def load_learner(run_dir: str | Path, data: Dataset) -> Method | None:
+    """The whole trained method of an episodic run (meta-learner with its heads and learned rates), rebuilt
+    from ``config.json`` and the checkpoint, in eval mode; None for runs that are not episodic."""
+    from selfmeta.engine.checkpoint import CHECKPOINT
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not (run_dir.is_dir() and config_path.is_file() and (run_dir / CHECKPOINT).is_file()):
+        return None
+    if json.loads(config_path.read_text())["config"].get("tasks") is None:
+        return None
+    return load_method(run_dir, data)

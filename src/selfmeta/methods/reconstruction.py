@@ -221,3 +221,15 @@ class Reconstruction(Method):
             visible = masked_mse(prediction, target, ~mask if complete else ~mask & present)
             loss = masked if self.masked_only else masked_mse(prediction, target, None if complete else present)
         return StepOutput(loss, {"mse_masked": float(masked.detach()), "mse_visible": float(visible.detach())})
+
+    @torch.no_grad()
+    def reconstruction_error(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,) float32 per-item mean squared error of ``decoder(backbone(x))`` against the normalized ``x``
+        (the units the loss uses), with no mask and no views: the anomaly score of the reconstruction
+        detector. ``x``: (B, ...) ``to_unit`` inputs, as ``forward`` takes them. Missing values (series) are
+        not scored; an item with none present scores 0. Call it in eval mode (the decoder has batch norm)."""
+        prediction = self.decoder(self.backbone(x)).float()                 # (B, ...) same shape as x
+        target = self.backbone.normalize(x).float()                          # (B, ...)
+        present = torch.isfinite(target)                                     # (B, ...) bool
+        squared = (prediction - torch.nan_to_num(target)).pow(2) * present   # (B, ...)
+        return squared.flatten(1).sum(1) / present.flatten(1).sum(1).clamp_min(1)
