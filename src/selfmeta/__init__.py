@@ -4,5 +4,6 @@ __version__ = "0.1.0"
 
 from selfmeta.api import FewShotLearner, SelfSupervised  # noqa: E402
 from selfmeta.data import load_data  # noqa: E402
+from selfmeta.anomaly import AnomalyDetector  # noqa: E402
 
-__all__ = ["FewShotLearner", "SelfSupervised", "__version__", "load_data"]
+__all__ = ["AnomalyDetector", "FewShotLearner", "SelfSupervised", "__version__", "load_data"]
