@@ -2,13 +2,17 @@
 
     selfmeta quickstart [--out DIR]
     selfmeta pretrain --data PATH --method simclr --encoder conv4 --out RUN_DIR [--epochs N | --time-budget S]
-                      [--config FILE] [key=value ...] [--resume]
+                      [--only-class NAME] [--config FILE] [key=value ...] [--resume]
     selfmeta metatrain --data PATH [--tasks labels|umtra|cactus|metacontrastive]
                        --method protonet|maml|fomaml|metasgd|reptile|triplet|contrastive
                        --ways N --shots K --queries Q --encoder conv4 --out RUN_DIR [--time-budget S | --steps N]
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
                       [--adapt prototype|cosine|logreg|finetune]
+    selfmeta evaluate RUN_DIR --data PATH --protocol anomaly --normal-class NAME [--detector knn] [key=value ...]
+    selfmeta detect RUN_DIR --data PATH [--detector NAME] [--split test] --out scores.csv [--threshold T]
+                    [--plot FILE.png] [--windows FILE.json] [key=value ...]
+    selfmeta nab --data NAB_DIR --detector NAME --out DIR [--encoder RUN_DIR] [key=value ...]
     selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
     selfmeta download mnist|cifar10|omniglot [--root DIR]
     selfmeta list
@@ -17,18 +21,21 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import numpy as np
 
-from selfmeta.data.dataset import SPLITS
+from selfmeta.data.dataset import SPLITS, Dataset
 from selfmeta import distributed
 from selfmeta.errors import SelfmetaError
+
+log = logging.getLogger(__name__)
 
 
 def _data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -82,11 +89,13 @@ def _episode_args(p: argparse.ArgumentParser, queries: int) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from selfmeta.anomaly import DETECTORS
     from selfmeta.data.tasks import TASKS
     from selfmeta.encoders import ENCODERS
     from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS
 
+    stream = stream_detectors()
     parser = _Parser(prog="selfmeta", description="Learn features from unlabeled data.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -98,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="self-supervised pretraining", epilog="key=value examples: lr=1e-3 "
                        "batch_size=128 method.temperature=0.5 views.hflip=0 encoder.width=32 precision=bf16")
     _training_args(p, f"{' | '.join(METHODS.names())} (default: simclr)", ENCODERS.names())
+    p.add_argument("--only-class", default=None, metavar="NAME", help="train on the items of class NAME only (the "
+                   "one-class protocol of anomaly detection: no other label is read); the run records it")
 
     p = sub.add_parser("metatrain", help="episodic meta-training, on labelled classes or tasks built without labels",
                        epilog="key=value examples: lr=1e-3 method.inner_steps=5 method.distance=cosine "
@@ -111,13 +122,49 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
-    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot")
+    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | anomaly")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
     p.add_argument("--episodes", type=int, default=2000, help="fewshot: episodes drawn with a fixed seed")
     p.add_argument("--adapt", default="prototype", help="fewshot: prototype | cosine | logreg | finetune (a "
                    "meta-learner's own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
+    p.add_argument("--normal-class", default=None, metavar="NAME", help="anomaly: the detector fits the train split's "
+                   "items of class NAME; the test split's items of that class are normal, the others anomalies")
+    p.add_argument("--detector", default=None, help=f"anomaly: {' | '.join(DETECTORS.names())} (default: knn)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="anomaly: options of the detector (k=10 "
+                   "metric=euclidean) or of its threshold (contamination=0.05, fpr=0.01)")
+
+    p = sub.add_parser("detect", help="score items or one long series for anomalies; write scores.csv and a plot",
+                       epilog="Items (images, tables, series items): the detector fits the train split, taken as "
+                       "mostly normal (labels are ignored), and scores --split; a row is flagged when its score is "
+                       "above the threshold (default: the contamination rule, contamination=0.1). One long series "
+                       "(a CSV whose first column is timestamp, without --window): scored online by a stream "
+                       "detector, whole; a row is flagged when its score is at least the threshold (default: the "
+                       "detector's own), never in the probationary period.")
+    p.add_argument("run_dir")
+    _data_args(p, "test")
+    p.add_argument("--detector", default=None, help=f"items: {' | '.join(DETECTORS.names())} (default: knn); one long "
+                   f"series: {' | '.join(stream.names())} (default: {DEFAULT_STREAM_DETECTOR})")
+    p.add_argument("--out", required=True, help="FILE.csv: index,score,flagged[,label] per item, or "
+                   "timestamp,value,score,flagged per row of a series")
+    p.add_argument("--threshold", type=float, default=None, help="flag from this score on (see below)")
+    p.add_argument("--plot", default=None, help="FILE.png (series: default the --out path with .png; items: only "
+                   "when given, a histogram of the scores)")
+    p.add_argument("--windows", default=None, help="series: a JSON list of [start, end] timestamp pairs to shade "
+                   "(found by itself for a series of a NAB folder)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options of the detector (k=10; window=600) "
+                   "or, for items, of the threshold (contamination=0.05, fpr=0.01)")
+
+    p = sub.add_parser("nab", help="run a stream detector online over the NAB corpus and score it as NAB v1.1 does")
+    p.add_argument("--data", required=True, help="a NAB folder: data/<group>/<series>.csv and "
+                   "labels/combined_windows.json")
+    p.add_argument("--detector", required=True, help=" | ".join(stream.names()))
+    p.add_argument("--out", required=True, help="results folder: <group>/<detector>_<series>.csv (NAB's layout) and "
+                   "results.json")
+    p.add_argument("--encoder", default=None, metavar="RUN_DIR", help="a run of selfmeta pretrain on series, for the "
+                   "detectors on learned features")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options of the detector (window=600)")
 
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
     p.add_argument("run_dir")
@@ -128,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="mnist | cifar10 | omniglot")
     p.add_argument("--root", default=None, help="cache folder (default: $SELFMETA_CACHE or ~/.cache/selfmeta)")
 
-    sub.add_parser("list", help="data formats, encoders, methods, protocols")
+    sub.add_parser("list", help="data formats, encoders, methods, protocols, detectors")
     return parser
 
 
@@ -167,10 +214,17 @@ def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
     config_file = read_config_file(args.config) if args.config else {}
     values = resolve_options(saved, config_file, flags, args.overrides)
     data = _load(args)
-    values.setdefault("encoder", data.spec.default_encoder)
-    cfg = TrainConfig.from_dict(values)
     info = {**fingerprint(args.data), "format": args.format, "split": args.split,
             **{key: getattr(args, key) for key in SOURCE_FLAGS}}
+    if hasattr(args, "only_class"):  # pretrain: recorded, so that --resume compares it with the run's
+        info["only_class"] = args.only_class
+        if args.only_class is not None:
+            total = len(data)
+            data = of_class(data, args.only_class, "--only-class", args.split)
+            log.info("--only-class %s: training on %d of the %d items of the %s split", args.only_class,
+                        len(data), total, args.split)
+    values.setdefault("encoder", data.spec.default_encoder)
+    cfg = TrainConfig.from_dict(values)
     result = train(cfg, data, out, resume=args.resume, progress=not args.no_progress, data_info=info)
     if distributed.launched_rank() != 0:  # under torchrun one summary is enough (the group is ended)
         return
@@ -185,6 +239,155 @@ def _features(run_dir: str, data) -> np.ndarray:
     backbone, description = load_backbone(run_dir)
     check_compatible(description, data)
     return embed(backbone, data).numpy()
+
+
+# --- anomaly detection: one-class selection, detectors from key=value options, detect and nab ----------------
+
+DEFAULT_STREAM_DETECTOR = "memory"   # online detector on a run's learned features (selfmeta.anomaly.learned)
+ESTIMATOR_OPTIONS = ("contamination", "fpr", "holdout", "random_state")  # AnomalyDetector's threshold options
+
+
+def stream_detectors():
+    """``STREAM_DETECTORS``, every online series detector registered (the package imports them all)."""
+    from selfmeta.anomaly import STREAM_DETECTORS
+
+    return STREAM_DETECTORS
+
+
+def class_index(data: Dataset, name: str, flag: str) -> int:
+    """The index of class ``name`` in ``data.classes``, or one error line listing a few valid names."""
+    if data.y is None:
+        raise SelfmetaError(f"{flag} {name}: {data.name} has no labels, and {flag} selects the items of one labelled "
+                            "class (give --label-column for a table)")
+    if name not in data.classes:
+        shown = ", ".join(data.classes[:8]) + (f", ... ({len(data.classes)} in all)" if len(data.classes) > 8 else "")
+        raise SelfmetaError(f"{flag} {name!r}: {data.name} has no such class; its classes: {shown}")
+    return data.classes.index(name)
+
+
+def of_class(data: Dataset, name: str, flag: str, split: str) -> Dataset:
+    """The items of class ``name`` only (the one-class protocol)."""
+    index = np.flatnonzero(data.y.numpy() == class_index(data, name, flag)) if data.y is not None else None
+    if index is None or len(index) == 0:
+        class_index(data, name, flag)  # no labels: its error
+        raise SelfmetaError(f"{flag} {name!r}: the {split} split of {data.name} holds no item of that class")
+    return data.subset(index)
+
+
+def key_values(pairs: list[str]) -> dict[str, Any]:
+    """``key=value`` words -> {key: value}, values parsed as JSON where they parse (``k=10`` -> 10)."""
+    from selfmeta.engine.config import parse_value
+
+    out = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise SelfmetaError(f"expected a key=value option, got {pair!r}")
+        out[key.strip()] = parse_value(text)
+    return out
+
+
+def item_detector(run_dir: str, name: str, pairs: list[str]):
+    """An unfitted ``AnomalyDetector(encoder=run_dir, detector=name)`` with its options checked now, before any
+    data is read: each ``key=value`` is an option of the detector or, for contamination, fpr, holdout and
+    random_state, of the estimator's threshold."""
+    from selfmeta.anomaly import DETECTORS, AnomalyDetector
+    from selfmeta.options import check_options, declared_options
+
+    cls = DETECTORS.get(name)
+    values = key_values(pairs)
+    own = {k: v for k, v in values.items() if k in ESTIMATOR_OPTIONS}
+    options = {k: v for k, v in values.items() if k not in ESTIMATOR_OPTIONS}
+    declared = declared_options(cls)
+    unknown = sorted(set(options) - set(declared))
+    if unknown:
+        raise SelfmetaError(f"unknown option {unknown[0]!r} for detector {name!r}; valid: "
+                            f"{', '.join([*declared, *ESTIMATOR_OPTIONS])}")
+    options = check_options(f"detector {name!r}", cls, options)
+    own = check_options(f"detector {name!r}", AnomalyDetector, own, AnomalyDetector.built)
+    return AnomalyDetector(encoder=run_dir, detector=name, detector_options=options, **own)
+
+
+def check_run(run_dir: str, data: Dataset | None) -> dict[str, Any]:
+    """The run's description, checked against ``data`` (None: one long series): one error line for a run of
+    another modality or item shape."""
+    from selfmeta.engine.model import check_compatible, load_backbone
+
+    _, description = load_backbone(run_dir)
+    if data is not None:
+        check_compatible(description, data)
+    elif description["modality"] != "series":
+        raise SelfmetaError(f"the model was trained on {description['modality']} data, the data is one long series "
+                            "(series data): detect it with a run of selfmeta pretrain on series")
+    return description
+
+
+def stream_detector(name: str, pairs: list[str], encoder: str | None, needs_encoder_flag: str | None):
+    """(class, keyword arguments) of stream detector ``name``, its options checked; ``encoder`` (a run
+    directory) is passed where the class takes one. ``needs_encoder_flag``: the flag that gives the encoder
+    (``--encoder``), for the errors of a detector that needs one or does not take one; None where the run
+    is always given."""
+    from selfmeta.options import check_options
+
+    cls = stream_detectors().get(name)
+    kwargs = check_options(f"stream detector {name!r}", cls, key_values(pairs), ("encoder",))
+    parameter = inspect.signature(cls).parameters.get("encoder")
+    if parameter is None:
+        if encoder is not None and needs_encoder_flag is not None:
+            raise SelfmetaError(f"{needs_encoder_flag} does not apply to stream detector {name!r}: it learns no "
+                                "features")
+    elif encoder is not None:
+        kwargs["encoder"] = encoder
+    elif parameter.default is inspect.Parameter.empty:
+        raise SelfmetaError(f"stream detector {name!r} scores learned features: give {needs_encoder_flag} RUN_DIR "
+                            "(a run of selfmeta pretrain on series)")
+    return cls, kwargs
+
+
+def online_scores(detector, values: np.ndarray, probation: int, what: str) -> np.ndarray:
+    """(n,) float64 scores of a stream detector on values (n, C), checked."""
+    scores = np.asarray(detector.score(values, probation), dtype=np.float64)
+    if scores.shape != (len(values),) or not np.isfinite(scores).all():
+        raise SelfmetaError(f"{what}: the detector returned {scores.shape} scores for {len(values)} rows, or "
+                            "scores that are not finite numbers")
+    return scores
+
+
+def time_strings(timestamps: np.ndarray) -> np.ndarray:
+    """datetime64 -> NAB's ``2014-04-01 00:00:00`` text (sub-second digits only where present)."""
+    import pandas as pd
+
+    return pd.DatetimeIndex(timestamps).astype(str).to_numpy()
+
+
+def _anomaly(args: argparse.Namespace, test: Dataset) -> dict:
+    """evaluate --protocol anomaly: fit on the train split's items of the normal class, rank the test split."""
+    import time
+
+    from selfmeta.evaluation.metrics import detection_scores
+
+    if args.normal_class is None:
+        raise SelfmetaError("--protocol anomaly needs --normal-class NAME: the class whose items are normal")
+    name = args.detector or "knn"
+    model = item_detector(args.run_dir, name, args.overrides)
+    normal_index = class_index(test, args.normal_class, "--normal-class")
+    is_anomaly = test.require_labels().numpy() != normal_index                  # (N,) the positive class
+    if not is_anomaly.any():
+        raise SelfmetaError(f"the {args.split} split holds only items of class {args.normal_class!r}: there is no "
+                            "anomaly to rank (AUROC needs both kinds)")
+    if is_anomaly.all():
+        raise SelfmetaError(f"the {args.split} split holds no item of class {args.normal_class!r}: there is no normal "
+                            "item to rank (AUROC needs both kinds)")
+    train = _load(args, "train")
+    check_run(args.run_dir, train)
+    normal = of_class(train, args.normal_class, "--normal-class", "train")
+    start = time.perf_counter()
+    model.fit(normal.x.numpy())
+    scores = model.decision_function(test.x.numpy())                            # (N,) higher = more anomalous
+    return {"protocol": "anomaly", "normal_class": args.normal_class, "detector": name,
+            "detector_options": model.detector_options, **detection_scores(is_anomaly, scores),
+            "train_items": len(normal), "normal": int((~is_anomaly).sum()), "anomalies": int(is_anomaly.sum()),
+            "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _fewshot(args: argparse.Namespace, test) -> dict:
@@ -225,14 +428,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.files import atomic_write
     from selfmeta.evaluation import PROTOCOLS, run_protocol
 
-    if args.protocol not in (*PROTOCOLS, "fewshot"):
-        raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join((*PROTOCOLS, 'fewshot'))}")
+    protocols = (*PROTOCOLS, "fewshot", "anomaly")
+    if args.protocol not in protocols:
+        raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(protocols)}")
+    if args.protocol != "anomaly" and (args.overrides or args.normal_class or args.detector):
+        given = args.overrides[0] if args.overrides else "--normal-class" if args.normal_class else "--detector"
+        raise SelfmetaError(f"{given} is for --protocol anomaly, not {args.protocol}")
     run_dir = Path(args.run_dir)
     if run_dir.is_dir() and not os.access(run_dir, os.W_OK):  # say so before the work, not after it
         raise SelfmetaError(f"{run_dir} is not writable: evaluate writes its result to {run_dir / 'metrics.json'}")
     test = _load(args)
     if args.protocol == "fewshot":
         result = _fewshot(args, test)
+    elif args.protocol == "anomaly":
+        result = _anomaly(args, test)
     else:
         test_y = test.require_labels().numpy()
         train_x = train_y = None
@@ -272,6 +481,140 @@ def cmd_embed(args: argparse.Namespace) -> None:
     print(json.dumps({"out": str(out), "items": int(features.shape[0]), "features": int(features.shape[1])}))
 
 
+def cmd_detect(args: argparse.Namespace) -> None:
+    from selfmeta.data.sources.series import is_timestamped_csv
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".csv":
+        raise SelfmetaError(f"--out must end in .csv, got {out.name}")
+    if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
+        raise SelfmetaError(f"--plot must end in .png, got {Path(args.plot).name}")
+    if args.threshold is not None and not np.isfinite(args.threshold):
+        raise SelfmetaError(f"--threshold must be a finite number, got {args.threshold}")
+    one_series = args.format in (None, "windows") and args.window is None and is_timestamped_csv(Path(args.data))
+    if one_series:
+        summary = _detect_series(args, out, Path(args.plot) if args.plot else out.with_suffix(".png"))
+    else:
+        if args.windows is not None:
+            raise SelfmetaError("--windows is for one long series (a timestamped CSV scored online)")
+        summary = _detect_items(args, out, Path(args.plot) if args.plot else None)
+    print(json.dumps(summary))
+
+
+def _detect_items(args: argparse.Namespace, out: Path, plot: Path | None) -> dict:
+    """Fit on the train split (taken as mostly normal, labels ignored), score --split, flag above the threshold."""
+    import pandas as pd
+
+    from selfmeta.evaluation.detection import plot_item_scores
+    from selfmeta.files import atomic_write
+
+    name = args.detector or "knn"
+    model = item_detector(args.run_dir, name, args.overrides)
+    data = _load(args)
+    check_run(args.run_dir, data)
+    model.fit(_load(args, "train").x.numpy())
+    scores = model.decision_function(data.x.numpy())                            # (N,) higher = more anomalous
+    threshold = model.threshold_ if args.threshold is None else float(args.threshold)
+    flagged = scores > threshold                                                # PyOD's rule, as predict()
+    frame = pd.DataFrame({"index": np.arange(len(data)), "score": scores, "flagged": flagged.astype(np.int64)})
+    labels = None if data.y is None else [data.classes[i] for i in data.y.tolist()]
+    if labels is not None:
+        frame["label"] = labels
+    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
+    if plot is not None:
+        plot_item_scores(plot, scores, threshold, labels, f"{data.name} ({args.split} split): detector {name}, "
+                         f"{int(flagged.sum())} of {len(data)} items flagged")
+    return {"out": str(out), "plot": str(plot) if plot else None, "detector": name, "split": args.split,
+            "items": len(data), "flagged": int(flagged.sum()), "threshold": threshold}
+
+
+def _detect_series(args: argparse.Namespace, out: Path, plot: Path) -> dict:
+    """Score one long series online with a stream detector; the scores table and its plot."""
+    import csv
+
+    import pandas as pd
+
+    from selfmeta.anomaly.nab import as_stored, probation_length
+    from selfmeta.data.sources.series import read_timestamped
+    from selfmeta.evaluation.detection import nab_windows, plot_series, read_windows
+    from selfmeta.files import atomic_write
+
+    name = args.detector or DEFAULT_STREAM_DETECTOR
+    cls, kwargs = stream_detector(name, args.overrides, args.run_dir, None)
+    check_run(args.run_dir, None)
+    path = Path(args.data)
+    timestamps, values = read_timestamped(path)                                 # (n,) datetime64, (n, C)
+    with open(path, newline="", encoding="utf-8") as handle:
+        names = next(csv.reader(handle))[1:]
+    windows = read_windows(args.windows) if args.windows else nab_windows(path)
+    probation = probation_length(len(values))
+    scores = online_scores(cls(**kwargs), values, probation, f"stream detector {name!r}")
+    threshold = cls.threshold if args.threshold is None else float(args.threshold)
+    # NAB's rule: a detection is a score at least the threshold, compared as NAB stores scores (12 significant
+    # digits, so that the windowed Gaussian's 1.0 is reached from 7.1 deviations on); probation is not scored.
+    flagged = (as_stored(scores) >= threshold) & (np.arange(len(values)) >= probation)
+    frame = pd.DataFrame({"timestamp": time_strings(timestamps)})
+    for c, column in enumerate(names):
+        frame[column] = values[:, c]
+    frame["score"], frame["flagged"] = scores, flagged.astype(np.int64)
+    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False))
+    plot_series(plot, timestamps, values, names, scores, threshold, flagged, probation, windows,
+                f"{path.name}: stream detector {name}, {int(flagged.sum())} of {len(values)} rows flagged "
+                f"(score >= {threshold:g})")
+    return {"out": str(out), "plot": str(plot), "detector": name, "rows": len(values), "probation": probation,
+            "flagged": int(flagged.sum()), "threshold": threshold, "windows": None if windows is None else len(windows)}
+
+
+def cmd_nab(args: argparse.Namespace) -> None:
+    import time
+
+    import pandas as pd
+
+    from selfmeta.anomaly.nab import cross_threshold, read_corpus, score_corpus
+    from selfmeta.files import atomic_write
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SelfmetaError(f"--out {out} is a file; nab writes a folder of results (choose another --out)")
+    cls, kwargs = stream_detector(args.detector, args.overrides, args.encoder, "--encoder")
+    if args.encoder is not None:
+        check_run(args.encoder, None)
+    corpus = read_corpus(args.data)
+    detector = cls(**kwargs)
+    scores, per_series, seconds = [], [], 0.0
+    for series in corpus:
+        start = time.perf_counter()
+        scores.append(online_scores(detector, series.values[:, None], series.probation,
+                                    f"stream detector {args.detector!r} on {series.name}"))
+        spent = time.perf_counter() - start
+        seconds += spent
+        per_series.append({"name": series.name, "rows": len(series.values), "seconds": round(spent, 4)})
+        log.info("%s: %d rows in %.2f s", series.name, len(series.values), spent)
+    for series, score in zip(corpus, scores):  # NAB's results layout: <group>/<detector>_<file>.csv
+        name = Path(series.name)
+        frame = pd.DataFrame({"timestamp": time_strings(series.timestamps), "value": series.values,
+                              "anomaly_score": score})
+        atomic_write(out / name.parent / f"{args.detector}_{name.name}",
+                     lambda tmp, frame=frame: frame.to_csv(tmp, index=False))
+    profiles = score_corpus(corpus, scores)
+    crossed = cross_threshold(corpus, scores)
+    points = sum(len(s.values) for s in corpus)
+
+    def finite(x: float) -> float | None:  # +inf (nothing detected is best) is no JSON number
+        return x if np.isfinite(x) else None
+
+    summary = {"detector": args.detector, **{p: round(v["score"], 3) for p, v in profiles.items()},
+               "thresholds": {p: finite(v["threshold"]) for p, v in profiles.items()},
+               "cross_threshold": {p: round(v, 3) for p, v in crossed.items()}, "points": points,
+               "seconds": round(seconds, 3), "points_per_second": round(points / max(seconds, 1e-9), 1)}
+    record = {**summary, "options": {k: v for k, v in kwargs.items() if k != "encoder"}, "encoder": args.encoder,
+              "data": str(args.data),
+              "profiles": {p: {k: finite(x) for k, x in v.items()} for p, v in profiles.items()},
+              "cross_threshold": crossed, "series": per_series}
+    atomic_write(out / "results.json", lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+    print(json.dumps(summary))
+
+
 def cmd_download(args: argparse.Namespace) -> None:
     from selfmeta.data.download import DOWNLOADERS
 
@@ -281,6 +624,7 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> None:
+    from selfmeta.anomaly import DETECTORS
     from selfmeta.data import SOURCES
     from selfmeta.data.tasks import TASK_ARGS, TASKS
     from selfmeta.modalities import MODALITIES, VIEW_ARGS
@@ -292,7 +636,9 @@ def cmd_list(args: argparse.Namespace) -> None:
     from selfmeta.methods import BUILT_BY_ENGINE, METHODS
     from selfmeta.options import describe_options
 
-    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS, *METALEARNERS, *TASKS])
+    STREAM_DETECTORS = stream_detectors()
+    w = 2 + max(len(n) for n in [*SOURCES, *ENCODERS, *METHODS, *METALEARNERS, *TASKS, *DETECTORS,
+                                 *STREAM_DETECTORS])
     pad = " " * (2 + w)
 
     def entry(name: str, text: str, option_lines: list[str], paper: str = "") -> None:
@@ -327,8 +673,28 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TASKS:
         cls = TASKS.get(name)
         entry(name, cls.description, describe_options(cls, TASK_ARGS), cls.paper)
-    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot")))
+    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
+    print("anomaly detectors on items (evaluate --protocol anomaly, detect; NAME=VALUE; the threshold takes "
+          f"{', '.join(ESTIMATOR_OPTIONS)}):")
+    for name in DETECTORS:
+        cls = DETECTORS.get(name)
+        entry(name, cls.description, describe_options(cls))
+    print("stream detectors on one long series (detect, nab; NAME=VALUE):")
+    for name in STREAM_DETECTORS:
+        cls = STREAM_DETECTORS.get(name)
+        entry(name, f"{_summary(cls)}; flags from {cls.threshold:g}", describe_options(cls, ("encoder",)))
+
+
+def _summary(cls: type) -> str:
+    """A plug-in's one-line description: its ``description``, else its docstring's first sentence without the
+    parenthesized asides."""
+    import re
+
+    if getattr(cls, "description", ""):
+        return cls.description
+    first = " ".join((cls.__doc__ or "").split()).split(". ")[0].rstrip(".")
+    return " ".join(re.sub(r"\s*\([^()]*\)", "", first).split())
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
@@ -337,15 +703,16 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(Path(args.out) if args.out else None, epochs=args.epochs)
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed, "download": cmd_download,
-            "list": cmd_list, "quickstart": cmd_quickstart}
+COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed,
+            "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
+            "quickstart": cmd_quickstart}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # argparse stops collecting positionals at the first flag: take key=value options wherever they stand.
-    if extra and args.command in ("pretrain", "metatrain") and all("=" in e and not e.startswith("-") for e in extra):
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -1,10 +1,14 @@
-"""Scores of predictions: accuracy with macro precision/recall/F1, and clustering accuracy/NMI/ARI."""
+"""Scores of predictions: accuracy with macro precision/recall/F1, clustering accuracy/NMI/ARI, and the
+ranking scores of an anomaly detector (AUROC, AUPRC)."""
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    adjusted_rand_score, average_precision_score, normalized_mutual_info_score, precision_recall_fscore_support,
+    roc_auc_score,
+)
 
 
 def classification_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
@@ -33,3 +37,12 @@ def clustering_scores(y_true: np.ndarray, clusters: np.ndarray) -> dict[str, flo
         "nmi": float(normalized_mutual_info_score(y_true, clusters)),
         "ari": float(adjusted_rand_score(y_true, clusters)),
     }
+
+
+def detection_scores(is_anomaly: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """How well (N,) scores (higher = more anomalous) rank the anomalies (``is_anomaly`` (N,) bool, the
+    positive class) above the normal items: AUROC (0.5 is chance) and AUPRC, the average precision (chance
+    is the fraction of anomalies). Both classes must be present. (scikit-learn's sum of precision steps can
+    exceed 1 by a rounding error: clipped.)"""
+    return {"auroc": float(roc_auc_score(is_anomaly, scores)),
+            "auprc": float(np.clip(average_precision_score(is_anomaly, scores), 0.0, 1.0))}
