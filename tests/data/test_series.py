@@ -91,7 +91,8 @@ def test_lengths_too_unequal_to_pad_are_refused(tmp_path):
 
 def write_long_csv(path, steps: int = 100, channels: int = 2):
     rows = ["timestamp," + ",".join(f"v{c}" for c in range(channels))]
-    rows += [f"2020-01-01 00:{i:04d}," + ",".join(f"{i + 100 * c}" for c in range(channels)) for i in range(steps)]
+    rows += [f"2020-01-01 {i // 60:02d}:{i % 60:02d}," + ",".join(f"{i + 100 * c}" for c in range(channels))
+             for i in range(steps)]
     path.write_text("\n".join(rows) + "\n")
     return path
 

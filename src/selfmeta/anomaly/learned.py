@@ -31,6 +31,7 @@ from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option
 
 ADAPT = ("memory", "none")
+RAW_WINDOW = 32      # rows per window without an encoder
 PAIR_BLOCK = 2**22   # distances held at once by the nearest-window search
 
 
@@ -109,7 +110,7 @@ class WindowMemory(StreamDetector):
     threshold = 0.519  # NAB standard profile's choice for raw windows on its corpus (BENCHMARKS.md)
     options = {
         "encoder": Option("run directory or .safetensors file of a series encoder; null: raw windows"),
-        "window": Option("rows per window (the encoder's input length)", ge=2),
+        "window": Option("rows per window; null: the encoder's input length (32 without an encoder)", ge=2),
         "adapt": Option("memory: learn the series' own windows; none: change from the window before",
                         choices=ADAPT),
         "smooth": Option("rows the distance is averaged over", ge=1),
@@ -122,7 +123,7 @@ class WindowMemory(StreamDetector):
         "batch_size": Option("windows per forward pass of the encoder", ge=1),
     }
 
-    def __init__(self, encoder: str | None = None, window: int = 32, adapt: str = "memory", smooth: int = 3,
+    def __init__(self, encoder: str | None = None, window: int | None = None, adapt: str = "memory", smooth: int = 3,
                  warmup: int = 200, history: int = 500, suppress: int = 50, range_rows: int = 10000,
                  range_weight: float = 300.0, batch_size: int = 4096) -> None:
         self.encoder = encoder
@@ -146,13 +147,22 @@ class WindowMemory(StreamDetector):
                 raise SelfmetaError(f"{self.encoder}: a {description['modality']} encoder; the memory detector needs "
                                     "one trained on series windows")
             self._backbone = backbone.eval()
-            self._channels = int(description["input_shape"][0])
+            self._channels, self._length = (int(v) for v in description["input_shape"][:2])
         return self._backbone
+
+    def rows(self) -> int:
+        """Rows per window: ``window``, else the encoder's input length, else 32."""
+        if self.window is not None:
+            return self.window
+        if self.encoder is None:
+            return RAW_WINDOW
+        self._load()
+        return self._length
 
     @torch.no_grad()
     def features(self, values: np.ndarray, probation: int) -> torch.Tensor:
         """(n, C) values -> (n, d) float32 features of the window ending at each row."""
-        windows = causal_windows(probation_units(values, probation), self.window)           # (n, C, window)
+        windows = causal_windows(probation_units(values, probation), self.rows())           # (n, C, window)
         if self.encoder is None:
             return torch.from_numpy(windows.reshape(len(windows), -1).astype(np.float32))
         backbone = self._load()
@@ -167,10 +177,11 @@ class WindowMemory(StreamDetector):
         values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
         features = self.features(values, probation)
         if self.adapt == "memory":
-            distance = left_nearest(features, self.window).numpy()
+            distance = left_nearest(features, self.rows()).numpy()
         else:  # the window just before, none of whose rows this one holds
+            w = self.rows()
             distance = np.full(len(features), np.inf)
-            distance[self.window:] = (features[self.window:] - features[:-self.window]).norm(dim=1).numpy()
+            distance[w:] = (features[w:] - features[:-w]).norm(dim=1).numpy()
         boost = 1.0 + self.range_weight * beyond_range(values, self.range_rows) if self.range_rows else None
         score = record_score(distance, self.smooth, self.warmup, self.history, self.suppress, boost)
         score[:probation] = 0.0
