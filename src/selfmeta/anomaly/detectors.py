@@ -25,9 +25,6 @@ from typing import ClassVar
 
 import numpy as np
 import torch
-from sklearn.covariance import LedoitWolf
-from sklearn.ensemble import IsolationForest
-from sklearn.neighbors import LocalOutlierFactor
 
 from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option
@@ -199,6 +196,8 @@ class Mahalanobis(Detector):
     description = "squared Mahalanobis distance, Ledoit-Wolf shrunk covariance"
 
     def _fit(self, x: np.ndarray) -> None:
+        from sklearn.covariance import LedoitWolf
+
         estimate = LedoitWolf().fit(x)
         self.mean_ = estimate.location_                                       # (d,)
         self.precision_ = estimate.precision_                                 # (d, d) Sigma^-1
@@ -227,6 +226,8 @@ class IForest(Detector):
         self.seed = seed
 
     def _fit(self, x: np.ndarray) -> None:
+        from sklearn.ensemble import IsolationForest
+
         self.forest_ = IsolationForest(n_estimators=self.n_estimators, random_state=self.seed).fit(x)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
@@ -246,6 +247,8 @@ class LOF(Detector):
         self.n_neighbors = n_neighbors
 
     def _fit(self, x: np.ndarray) -> None:
+        from sklearn.neighbors import LocalOutlierFactor
+
         self.lof_ = LocalOutlierFactor(n_neighbors=min(self.n_neighbors, len(x) - 1), novelty=True).fit(x)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
