@@ -216,7 +216,7 @@ def sweep(anomaly_scores: list[np.ndarray], weights: list[Weights], profile: Pro
 def read_corpus(root: str | Path) -> list[Series]:
     """A NAB folder: ``data/<group>/<series>.csv`` and ``labels/combined_windows.json``.
 
-    Rows are taken in file order, as NAB does (six of its files repeat or reorder a timestamp around a
+    Rows are taken in file order, as NAB does (eight of its files repeat or reorder a timestamp around a
     clock change: NAB scores them as they are, and so does this)."""
     import pandas as pd
 
