@@ -308,17 +308,13 @@ def item_detector(run_dir: str, name: str, pairs: list[str]):
     return AnomalyDetector(encoder=run_dir, detector=name, detector_options=options, **own)
 
 
-def check_run(run_dir: str, data: Dataset | None) -> dict[str, Any]:
-    """The run's description, checked against ``data`` (None: one long series): one error line for a run of
-    another modality or item shape."""
+def check_run(run_dir: str, data: Dataset) -> dict[str, Any]:
+    """The run's description, checked against ``data``: one error line for a run of another modality or item
+    shape."""
     from selfmeta.engine.model import check_compatible, load_backbone
 
     _, description = load_backbone(run_dir)
-    if data is not None:
-        check_compatible(description, data)
-    elif description["modality"] != "series":
-        raise SelfmetaError(f"the model was trained on {description['modality']} data, the data is one long series "
-                            "(series data): detect it with a run of selfmeta pretrain on series")
+    check_compatible(description, data)
     return description
 
 
@@ -535,15 +531,15 @@ def _detect_series(args: argparse.Namespace, out: Path, plot: Path) -> dict:
     import pandas as pd
 
     from selfmeta.anomaly.nab import as_stored, probation_length
-    from selfmeta.data.sources.series import read_timestamped
+    from selfmeta.data.sources.series import read_timestamped, series_dataset
     from selfmeta.evaluation.detection import nab_windows, plot_series, read_windows
     from selfmeta.files import atomic_write
 
     name = args.detector or DEFAULT_STREAM_DETECTOR
     cls, kwargs = stream_detector(name, args.overrides, args.run_dir, None)
-    check_run(args.run_dir, None)
     path = Path(args.data)
     timestamps, values = read_timestamped(path)                                 # (n,) datetime64, (n, C)
+    check_run(args.run_dir, series_dataset(values.T[None], path.name))        # one item (1, C, n)
     with open(path, newline="", encoding="utf-8") as handle:
         names = next(csv.reader(handle))[1:]
     windows = read_windows(args.windows) if args.windows else nab_windows(path)
@@ -571,15 +567,16 @@ def cmd_nab(args: argparse.Namespace) -> None:
     import pandas as pd
 
     from selfmeta.anomaly.nab import cross_threshold, read_corpus, score_corpus
+    from selfmeta.data.sources.series import series_dataset
     from selfmeta.files import atomic_write
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise SelfmetaError(f"--out {out} is a file; nab writes a folder of results (choose another --out)")
     cls, kwargs = stream_detector(args.detector, args.overrides, args.encoder, "--encoder")
-    if args.encoder is not None:
-        check_run(args.encoder, None)
     corpus = read_corpus(args.data)
+    if args.encoder is not None:
+        check_run(args.encoder, series_dataset(corpus[0].values[None, None], corpus[0].name))  # (1, 1, n)
     detector = cls(**kwargs)
     scores, per_series, seconds = [], [], 0.0
     for series in corpus:

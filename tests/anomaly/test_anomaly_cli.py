@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from selfmeta.cli import main, stream_detectors
+from selfmeta.errors import SelfmetaError
 
 EXE = shutil.which("selfmeta") or str(Path(sys.executable).with_name("selfmeta"))
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -258,6 +259,13 @@ def test_detect_errors(capsys, tmp_path, one_class_run, series_run, table):
     assert "trained on series data, the data is table" in line
     line = user_error(capsys, "detect", one_class_run, "--data", "digits", "--out", out)
     assert "trained on table data, the data is image" in line
+    two = tmp_path / "two.csv"  # two channels; the series run's encoder takes one
+    two.write_text("timestamp,a,b\n" + "".join(f"{t},{i % 7},{i % 5}\n" for i, t in enumerate(stamps(300))))
+    line = user_error(capsys, "detect", series_run, "--data", two, "--out", out)
+    assert "trained on inputs of shape (1, 16), the data has (2, 300)" in line
+    line = user_error(capsys, "nab", "--data", write_nab(tmp_path / "nab"), "--detector", "memory", "--encoder",
+                      one_class_run, "--out", tmp_path / "results")
+    assert "trained on table data, the data is series" in line
     line = user_error(capsys, "detect", one_class_run, "--data", table, "--detector", "nope", "--out", out)
     assert "unknown detector 'nope'; valid:" in line and "knn" in line
     line = user_error(capsys, "detect", series_run, "--data", series, "--detector", "nope", "--out", out)
@@ -328,3 +336,11 @@ def test_list_shows_the_detectors(capsys):
         assert f"  {name} " in stream
     assert "window=6400  (an integer > 1)" in stream and "flags from 1" in stream
     assert "fewshot, anomaly" in out
+
+
+def test_memory_detector_checks_its_encoder_against_the_series(series_run):
+    detector = stream_detectors().get("memory")(encoder=str(series_run))
+    assert detector.rows() == 16                                            # the encoder's input length
+    assert detector.score(np.random.default_rng(0).normal(size=(200, 1)), 30).shape == (200,)
+    with pytest.raises(SelfmetaError, match=r"trained on inputs of shape \(1, 16\), the data has \(2, 16\)"):
+        detector.score(np.zeros((200, 2)), 30)

@@ -27,7 +27,6 @@ import torch
 from numpy.lib.stride_tricks import sliding_window_view
 
 from selfmeta.anomaly.stream import STREAM_DETECTORS, StreamDetector
-from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option
 
 ADAPT = ("memory", "none")
@@ -142,12 +141,9 @@ class WindowMemory(StreamDetector):
         from selfmeta.engine.model import load_backbone
 
         if self._backbone is None:
-            backbone, description = load_backbone(self.encoder)
-            if description["modality"] != "series":
-                raise SelfmetaError(f"{self.encoder}: a {description['modality']} encoder; the memory detector needs "
-                                    "one trained on series windows")
+            backbone, self._description = load_backbone(self.encoder)
             self._backbone = backbone.eval()
-            self._channels, self._length = (int(v) for v in description["input_shape"][:2])
+            self._length = int(self._description["input_shape"][-1])
         return self._backbone
 
     def rows(self) -> int:
@@ -165,10 +161,11 @@ class WindowMemory(StreamDetector):
         windows = causal_windows(probation_units(values, probation), self.rows())           # (n, C, window)
         if self.encoder is None:
             return torch.from_numpy(windows.reshape(len(windows), -1).astype(np.float32))
+        from selfmeta.data.sources.series import series_dataset
+        from selfmeta.engine.model import check_compatible
+
         backbone = self._load()
-        if windows.shape[1] != self._channels:
-            raise SelfmetaError(f"{self.encoder}: the encoder takes {self._channels} channel(s), the series has "
-                                f"{windows.shape[1]}")
+        check_compatible(self._description, series_dataset(windows[:1], "windows"))  # its modality, its channels
         out = [backbone(torch.from_numpy(windows[i:i + self.batch_size].astype(np.float32)))
                for i in range(0, len(windows), self.batch_size)]
         return torch.cat(out).float()                                                       # (n, d)

@@ -267,6 +267,12 @@ def read_timestamped(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return times, np.asarray(rows, dtype=np.float64)
 
 
+def series_dataset(items: np.ndarray, name: str) -> Dataset:
+    """(N, C, T) values -> an unlabeled Dataset of series items: what a series model is checked against
+    (``check_compatible``) before it scores one long series or its windows."""
+    return Dataset(torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32)), None, [], "series", name)
+
+
 def _is_time(text: str) -> bool:
     try:
         np.datetime64(text, "ns")
