@@ -335,7 +335,7 @@ def test_cifar_meta_without_a_list_of_names(capsys, tmp_path):
 
 def test_label_column_for_images(capsys):
     user_error(capsys, ["pretrain", "--data", "digits", "--out", "run", *FAST, "--label-column", "y"],
-               "--label-column does not apply to digits data; it is for csv, parquet data")
+               "--label-column does not apply to digits data; it is for csv, jsonl, parquet, tablefolder, tsv data")
 
 
 # --- 8, 9: evaluate, embed and download --------------------------------------------------------------------

@@ -54,16 +54,17 @@ def test_empty_registry_message():
 
 
 def test_builtin_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet", "ts", "ucr", "windows"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "jsonl", "lines", "omniglot", "parquet",
+                              "tablefolder", "textfolder", "ts", "tsv", "ucr", "windows"]
     for name in SOURCES.names():
         cls = SOURCES.get(name)
         assert issubclass(cls, DataSource) and cls.name == name and cls.description
 
 
 def test_builtin_encoders():
-    assert ENCODERS.names() == ["conv4", "mlp", "resnet18", "resnet1d", "ts2vec"]
+    assert ENCODERS.names() == ["conv4", "fasttext", "mlp", "resnet18", "resnet1d", "transformer", "ts2vec"]
     assert all(issubclass(ENCODERS.get(n), Encoder) for n in ENCODERS.names())
-    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, mlp, resnet18, resnet1d, ts2vec"):
+    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, fasttext, mlp, resnet18, resnet1d, transformer, ts2vec"):
         ENCODERS.get("vit")
 
 
@@ -82,7 +83,7 @@ def test_builtin_methods():
 
 
 def test_builtin_modalities():
-    assert MODALITIES.names() == ["image", "series", "table"]
+    assert MODALITIES.names() == ["image", "series", "table", "text"]
 
 
 def test_class_names_sort_numbers_by_value():

@@ -36,7 +36,9 @@ from sklearn.utils.validation import check_array, check_is_fitted
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine.checkpoint import load_weights, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.engine.model import build_method, check_description, describe, embed, rebuild_backbone
+from selfmeta.engine.model import (
+    build_method, check_compatible, check_description, embed, placeholder_data, rebuild_backbone,
+)
 from selfmeta.engine.trainer import train
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, Method
@@ -45,8 +47,10 @@ from selfmeta.modalities import get_modality
 METHOD_PREFIX = "method."  # saved tensors of the method's own state (heads, centroids), beside the backbone's
 
 
-# The modality of an array whose estimator names none: rows are a table, (N, H, W) and (N, C, H, W) images.
+# The modality of an array whose estimator names none: rows are a table, (N, H, W) and (N, C, H, W) images;
+# and of a sequence of strings: documents.
 ARRAY_MODALITIES = {2: "table", 3: "image", 4: "image"}
+DOCUMENT_MODALITY = "text"
 
 
 def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_items: int = 1,
@@ -60,6 +64,8 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_i
     numbers keep its TypeError. NaN passes only where the modality has missing values (series).
     """
     spec = get_modality(modality) if modality is not None else None
+    if (spec is not None and spec.preprocessor is not None) or (spec is None and is_documents(X)):
+        return raw_dataset(X, y, min_items, modality or DOCUMENT_MODALITY)
     if isinstance(X, torch.Tensor):
         X = X.detach().cpu().numpy()
     try:
@@ -80,21 +86,54 @@ def as_dataset(X: Any, input_shape: tuple[int, ...] | None, y: Any = None, min_i
             raise SelfmetaError(f"X must be (N, D), (N, H, W) or (N, C, H, W); got shape {tuple(x.shape)}")
         modality, spec = ARRAY_MODALITIES[x.ndim], get_modality(ARRAY_MODALITIES[x.ndim])
     x = spec.from_array(x)
-    labels, classes = None, []
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape != (len(x),):
-            raise SelfmetaError(f"y must hold one label per item of X: {len(x)} items, y of shape {y.shape}")
-        classes_arr, inverse = np.unique(y, return_inverse=True)
-        labels, classes = torch.as_tensor(inverse, dtype=torch.long), [str(c) for c in classes_arr]
-    return Dataset(x, labels, classes, modality, "X")
+    return Dataset(x, *_labels(y, len(x)), modality, "X")
 
 
-def _check_features(estimator: Any, data: Dataset) -> None:
-    """Items of the shape the estimator was fitted on, said in scikit-learn's words for tables."""
+def _labels(y: Any, n: int) -> tuple[torch.Tensor | None, list[str]]:
+    """Labels of any type -> (int64 class indices or None, the sorted class names)."""
+    if y is None:
+        return None, []
+    y = np.asarray(y)
+    if y.shape != (n,):
+        raise SelfmetaError(f"y must hold one label per item of X: {n} items, y of shape {y.shape}")
+    classes, inverse = np.unique(y, return_inverse=True)
+    return torch.as_tensor(inverse, dtype=torch.long), [str(c) for c in classes]
+
+
+def is_documents(X: Any) -> bool:
+    """Whether X is a sequence of strings (text documents): a list, tuple, pandas Series or 1-D array of str."""
+    if not isinstance(X, (list, tuple)):
+        kind = getattr(getattr(X, "dtype", None), "kind", None)  # numpy arrays, pandas Series and Index
+        if kind not in ("O", "U") or getattr(X, "ndim", None) != 1:
+            return False
+    return len(X) > 0 and all(isinstance(d, str) for d in X)
+
+
+def raw_dataset(X: Any, y: Any, min_items: int, modality: str) -> Dataset:
+    """Documents (a sequence of str) -> a raw Dataset of ``modality``, which its preprocessor (text: the
+    tokenizer fitted by ``fit``) prepares."""
+    if isinstance(X, str) or not hasattr(X, "__len__"):
+        raise SelfmetaError("X must be a list of documents (strings), got a single " + type(X).__name__)
+    documents = list(X)
+    if len(documents) < min_items:
+        raise SelfmetaError(f"Found array with {len(documents)} sample(s) (shape=({len(documents)},)) while a minimum "
+                            f"of {min_items} is required.")
+    bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
+    if bad is not None:
+        raise SelfmetaError(f"X holds documents (strings), but item {bad} is a {type(documents[bad]).__name__}")
+    raw = np.empty(len(documents), dtype=object)
+    raw[:] = documents
+    return Dataset(None, *_labels(y, len(raw)), modality, "X", raw)
+
+
+def _check_features(estimator: Any, data: Dataset) -> Dataset:
+    """Items of the shape the estimator was fitted on, said in scikit-learn's words for tables; prepared by
+    its preprocessor (text: tokenized by the tokenizer fitted with it)."""
+    if data.x is None:
+        return check_compatible(estimator.description_, data)
     fitted = tuple(estimator.description_["input_shape"])
     if data.spec.fits(fitted, data.input_shape):
-        return
+        return data
     name = type(estimator).__name__
     if len(fitted) == 1 and len(data.input_shape) == 1:
         raise SelfmetaError(f"X has {data.input_shape[0]} features, but {name} is expecting {fitted[0]} features as input")
@@ -139,7 +178,9 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         random_state: seed.
         verbose: show a progress bar.
         modality: the kind of items in X (``selfmeta list``), e.g. ``"series"`` for (N, C, T) arrays; None
-            reads (N, D) as a table and (N, H, W) or (N, C, H, W) as images.
+            reads (N, D) as a table, (N, H, W) or (N, C, H, W) as images, and a list of strings as text.
+        input_options: options of the modality's preprocessor: for text, the tokenizer trained on X
+            (``{"vocab_size": 8000, "model": "wordpiece", "lowercase": True, "max_length": 128}``).
 
     Attributes:
         method_: the trained method (its ``backbone`` is ``backbone_``; heads, centroids).
@@ -154,7 +195,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05,
         precision: str = "auto", method_options: dict | None = None, view_options: dict | None = None,
         encoder_options: dict | None = None, device: str = "auto", random_state: int = 0, verbose: bool = False,
-        modality: str | None = None,
+        modality: str | None = None, input_options: dict | None = None,
     ) -> None:
         self.method = method
         self.encoder = encoder
@@ -174,6 +215,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.modality = modality
+        self.input_options = input_options
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
@@ -181,7 +223,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
             batch_size=self.batch_size, optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
             warmup=self.warmup, seed=self.random_state, device=self.device, precision=self.precision,
             method_options=dict(self.method_options or {}), view_options=dict(self.view_options or {}),
-            encoder_options=dict(self.encoder_options or {}),
+            encoder_options=dict(self.encoder_options or {}), input_options=dict(self.input_options or {}),
         )
 
     def fit(self, X: Any, y: Any = None) -> "SelfSupervised":
@@ -196,16 +238,14 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.method_ = result.method.cpu().eval()
         self.backbone_ = self.method_.backbone
-        self.description_ = describe(cfg, data)
-        self.n_features_in_ = int(np.prod(data.input_shape))
+        self.description_ = result.description
+        self.n_features_in_ = int(np.prod(result.description["input_shape"]))
         self.n_features_out_ = self.backbone_.num_features
         self.history_ = result.history
         return self
 
     def _checked_data(self, X: Any) -> Dataset:
-        data = as_dataset(X, self.input_shape, modality=self.description_["modality"])
-        _check_features(self, data)
-        return data
+        return _check_features(self, as_dataset(X, self.input_shape, modality=self.description_["modality"]))
 
     def _device(self) -> str:
         return "cuda" if self.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
@@ -292,11 +332,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
 
     def _rebuild_method(self, description: dict[str, Any], method_state: dict[str, torch.Tensor]) -> Method:
         """The method as ``fit`` built it (``build_method``), with the saved backbone and method tensors."""
-        shape = tuple(description["input_shape"])
-        # A placeholder data set of the right shape and modality: every statistic build_method derives from
-        # the data (normalization, table-view scales) is a buffer, overwritten by the saved state below.
-        placeholder = Dataset(torch.zeros((2, *shape)), None, [], description["modality"], "saved")
-        method = build_method(self._config(), placeholder)
+        method = build_method(self._config(), placeholder_data(description))
         state = {**{f"backbone.{k}": v for k, v in self.backbone_.state_dict().items()}, **method_state}
         try:
             method.load_state_dict(state)
@@ -334,7 +370,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         ways: int = 5, shots: int = 1, queries: int = 15, tasks_per_step: int = 32, steps: int | None = 1000,
         time_budget: float | None = None, lr: float | None = None, precision: str = "auto",
         method_options: dict | None = None, encoder_options: dict | None = None, device: str = "auto",
-        random_state: int = 0, verbose: bool = False, modality: str | None = None,
+        random_state: int = 0, verbose: bool = False, modality: str | None = None, input_options: dict | None = None,
     ) -> None:
         self.method = method
         self.encoder = encoder
@@ -353,6 +389,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.verbose = verbose
         self.modality = modality
+        self.input_options = input_options
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
@@ -360,7 +397,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
             tasks="labels", ways=self.ways, shots=self.shots, queries=self.queries,
             tasks_per_step=self.tasks_per_step, lr=self.lr, seed=self.random_state, device=self.device,
             precision=self.precision, method_options=dict(self.method_options or {}),
-            encoder_options=dict(self.encoder_options or {}),
+            encoder_options=dict(self.encoder_options or {}), input_options=dict(self.input_options or {}),
         )
 
     def fit(self, X: Any, y: Any) -> FewShotLearner:
@@ -373,8 +410,8 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.learner_ = result.method.cpu().eval()
         self.backbone_ = self.learner_.backbone
-        self.description_ = describe(cfg, data)
-        self.n_features_in_ = int(np.prod(data.input_shape))
+        self.description_ = result.description
+        self.n_features_in_ = int(np.prod(result.description["input_shape"]))
         self.history_ = result.history
         return self
 
@@ -385,9 +422,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
         return tags
 
     def _items(self, X: Any) -> Dataset:
-        data = as_dataset(X, self.input_shape, modality=self.description_["modality"])
-        _check_features(self, data)
-        return data
+        return _check_features(self, as_dataset(X, self.input_shape, modality=self.description_["modality"]))
 
     def transform(self, X: Any) -> np.ndarray:
         check_is_fitted(self, "backbone_")
@@ -402,7 +437,7 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
             raise SelfmetaError(f"{len(support)} support items but {len(y)} labels")
         if len(classes) < 2:
             raise SelfmetaError("the support set needs at least 2 classes")
-        self.support_x_ = support.spec.to_model(support.x, "cpu")                   # (S, ...) model input
+        self.support_x_ = support.spec.to_model(support.take(torch.arange(len(support))), "cpu")                   # (S, ...) model input
         self.support_y_, self.classes_ = torch.as_tensor(y, dtype=torch.long), classes
         return self
 

@@ -42,12 +42,14 @@ def _data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data", required=True, help="a path (folder, .zip, .csv, .parquet...) or 'digits'")
     p.add_argument("--format", default=None, help="override format detection (see `selfmeta list`)")
     p.add_argument("--split", default=split, choices=SPLITS, help=f"default: {split}")
-    p.add_argument("--label-column", default=None, help="tables: the label column (default: label/target/class)")
+    p.add_argument("--label-column", default=None, help="tables, text: the label column (default: label/target/class)")
+    p.add_argument("--text-column", action="append", default=None, metavar="NAME",
+                   help="tables (CSV, TSV, Parquet, JSON Lines): a text column; repeat it to join several")
     p.add_argument("--window", type=int, default=None, help="one long series (a timestamped CSV): steps per item")
     p.add_argument("--stride", type=int, default=None, help="one long series: steps between windows (default: --window)")
 
 
-SOURCE_FLAGS = ("label_column", "window", "stride")  # data flags that are options of a source's load
+SOURCE_FLAGS = ("label_column", "text_column", "window", "stride")  # data flags that are options of a source's load
 
 
 def _load(args: argparse.Namespace, split: str | None = None):
@@ -166,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "detectors on learned features")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="options of the detector (window=600)")
 
+    p = sub.add_parser("topics", help="cluster documents by their features; name each cluster by its top words "
+                       "(c-TF-IDF) and write them with its size and example texts")
+    p.add_argument("run_dir")
+    _data_args(p, "all")
+    p.add_argument("--clusters", type=int, required=True, metavar="K", help="number of clusters (k-means)")
+    p.add_argument("--out", required=True, help="FILE.json")
+    p.add_argument("--top", type=int, default=10, help="words per topic (default: 10)")
+    p.add_argument("--examples", type=int, default=3, help="example texts per topic, nearest its centre (default: 3)")
+
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
     p.add_argument("run_dir")
     _data_args(p, "all")
@@ -237,8 +248,7 @@ def _features(run_dir: str, data) -> np.ndarray:
     from selfmeta.engine.model import check_compatible, embed, load_backbone
 
     backbone, description = load_backbone(run_dir)
-    check_compatible(description, data)
-    return embed(backbone, data).numpy()
+    return embed(backbone, check_compatible(description, data)).numpy()
 
 
 # --- anomaly detection: one-class selection, detectors from key=value options, detect and nab ----------------
@@ -378,8 +388,8 @@ def _anomaly(args: argparse.Namespace, test: Dataset) -> dict:
     check_run(args.run_dir, train)
     normal = of_class(train, args.normal_class, "--normal-class", "train")
     start = time.perf_counter()
-    model.fit(normal.x.numpy())
-    scores = model.decision_function(test.x.numpy())                            # (N,) higher = more anomalous
+    model.fit(normal.as_input())
+    scores = model.decision_function(test.as_input())                            # (N,) higher = more anomalous
     return {"protocol": "anomaly", "normal_class": args.normal_class, "detector": name,
             "detector_options": model.detector_options, **detection_scores(is_anomaly, scores),
             "train_items": len(normal), "normal": int((~is_anomaly).sum()), "anomalies": int(is_anomaly.sum()),
@@ -404,7 +414,7 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
     start = time.perf_counter()
     episodes = fewshot_episodes(test.require_labels(), spec, args.episodes)
     _, description = load_backbone(args.run_dir)
-    check_compatible(description, test)
+    test = check_compatible(description, test)
     learner = load_learner(args.run_dir, test) if args.adapt == "finetune" else None
     if learner is not None:  # the meta-learner's own adaptation, on raw items
         def items(index):
@@ -445,8 +455,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             train = _load(args, "train")
             train_y = train.require_labels().numpy()
             train_x = _features(args.run_dir, train)
-        result = run_protocol(args.protocol, train_x, train_y, _features(args.run_dir, test), test_y,
-                              args.labels_per_class, args.seeds)
+        test_x = _features(args.run_dir, test)
+        result = run_protocol(args.protocol, train_x, train_y, test_x, test_y, args.labels_per_class, args.seeds)
+        documents = test.spec.documents(test.raw)
+        if args.protocol == "cluster" and documents is not None:  # text: name the clusters by their top words
+            from selfmeta.evaluation import cluster_assignments
+            from selfmeta.evaluation.topics import describe_topics
+
+            clusters = cluster_assignments(test_x, len(np.unique(test_y)))
+            result["topics"] = describe_topics(documents, clusters, test_x, examples=0)
     result = {**result, "split": args.split, "data": str(args.data)}
     text = json.dumps(result)
     print(text)  # first: a failure to write below still leaves the result on screen
@@ -475,6 +492,33 @@ def cmd_embed(args: argparse.Namespace) -> None:
             frame["label"] = [data.classes[i] for i in data.y.tolist()]
         atomic_write(out, lambda tmp: frame.to_parquet(tmp))
     print(json.dumps({"out": str(out), "items": int(features.shape[0]), "features": int(features.shape[1])}))
+
+
+def cmd_topics(args: argparse.Namespace) -> None:
+    from selfmeta.evaluation import cluster_assignments, clustering_scores
+    from selfmeta.evaluation.topics import describe_topics
+    from selfmeta.files import atomic_write
+
+    out = Path(args.out)
+    if out.suffix != ".json":
+        raise SelfmetaError(f"--out must end in .json, got {out.name}")
+    if args.top < 1 or args.examples < 0:
+        raise SelfmetaError("--top must be at least 1 and --examples at least 0")
+    data = _load(args)
+    documents = data.spec.documents(data.raw)
+    if documents is None:
+        raise SelfmetaError(f"topics need documents (text data); {args.data} holds {data.modality} data")
+    features = _features(args.run_dir, data)
+    clusters = cluster_assignments(features, args.clusters)
+    topics = describe_topics(documents, clusters, features, args.top, args.examples)
+    result = {"data": str(args.data), "split": args.split, "clusters": args.clusters, "documents": len(data),
+              "topics": topics}
+    if data.y is not None:  # how the clusters agree with the labels the data happens to have
+        result["against_labels"] = clustering_scores(data.y.numpy(), clusters)
+    atomic_write(out, lambda tmp: tmp.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n",
+                                                 encoding="utf-8"))
+    print(json.dumps({"out": str(out), "documents": len(data), "clusters": len(topics),
+                      **({"against_labels": result["against_labels"]} if data.y is not None else {})}))
 
 
 def cmd_detect(args: argparse.Namespace) -> None:
@@ -508,8 +552,8 @@ def _detect_items(args: argparse.Namespace, out: Path, plot: Path | None) -> dic
     model = item_detector(args.run_dir, name, args.overrides)
     data = _load(args)
     check_run(args.run_dir, data)
-    model.fit(_load(args, "train").x.numpy())
-    scores = model.decision_function(data.x.numpy())                            # (N,) higher = more anomalous
+    model.fit(_load(args, "train").as_input())
+    scores = model.decision_function(data.as_input())                            # (N,) higher = more anomalous
     threshold = model.threshold_ if args.threshold is None else float(args.threshold)
     flagged = scores > threshold                                                # PyOD's rule, as predict()
     frame = pd.DataFrame({"index": np.arange(len(data)), "score": scores, "flagged": flagged.astype(np.int64)})
@@ -651,15 +695,18 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("training options (key=value, or a --config file):")
     for line in describe_options(TrainConfig):
         print(f"  {line}")
-    print("modalities, with their views (views.NAME=VALUE):")
+    print("modalities, with their views (views.NAME=VALUE) and preprocessor (input.NAME=VALUE):")
     for name in MODALITIES:
         modality = MODALITIES.get(name)
+        pre = modality.preprocessor
         entry(name, f"{modality.description}; default encoder {modality.default_encoder}",
-              [f"views: {modality.views.description}"] + describe_options(modality.views, VIEW_ARGS))
+              [f"views: {modality.views.description}"] + describe_options(modality.views, VIEW_ARGS)
+              + ([f"input: the {pre.kind}, fitted on the training split, saved in the run ({pre.file})"]
+                 + describe_options(pre) if pre else []))
     print("encoders (encoder.NAME=VALUE):")
     for name in ENCODERS:
         cls = ENCODERS.get(name)
-        entry(name, cls.description, describe_options(cls, ("input_shape",)))
+        entry(name, cls.description, describe_options(cls, ("input_shape", *cls.inputs)))
     for title, registry in (("methods (selfmeta pretrain; method.NAME=VALUE)", METHODS),
                             ("meta-learners (selfmeta metatrain; method.NAME=VALUE)", METALEARNERS)):
         print(f"{title}:")
@@ -701,7 +748,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed,
-            "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
+            "topics": cmd_topics, "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
             "quickstart": cmd_quickstart}
 
 

@@ -709,7 +709,8 @@ def test_unknown_split(tmp_path):
 
 
 def test_registered_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "omniglot", "parquet", "ts", "ucr", "windows"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "jsonl", "lines", "omniglot", "parquet",
+                              "tablefolder", "textfolder", "ts", "tsv", "ucr", "windows"]
 
 
 # ---------------------------------------------------------------------------------------- as_dataset

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,23 @@ SHAPES = {  # id: (modality, item shape)
     "table20": ("table", (20,)),
     "series3x50": ("series", (3, 50)),
     "series1x33": ("series", (1, 33)),
+    "text16": ("text", (16,)),
 }
+
+DOCUMENTS = np.array(["the cat sat on the mat", "a dog ran in the park, fast", "cats and dogs", "free prize: call now!",
+                      "see you at the park tomorrow", "the mat is red"], dtype=object)
+
+
+def sample(modality: str, shape: tuple[int, ...], b: int) -> tuple[torch.Tensor, dict]:
+    """A batch of model inputs of ``shape`` (b items) and the encoder inputs the modality's preprocessor gives."""
+    spec = get_modality(modality)
+    if spec.preprocessor is None:
+        x = torch.randn(b, *shape)
+        if spec.missing_values:
+            x[0, ..., shape[-1] // 2 :] = float("nan")               # a shorter series, padded with NaN
+        return x, {}
+    preprocessor = spec.preprocessor(vocab_size=60, max_length=shape[0], min_frequency=1).fit(DOCUMENTS)
+    return spec.to_model(preprocessor(DOCUMENTS[:b]), "cpu"), preprocessor.encoder_inputs()
 
 
 def batch_size(name: str) -> int:
@@ -40,13 +57,11 @@ def test_encoder_contract(name, shape_id):
         pytest.skip(f"{name} does not take {modality} data (checked that it says so)")
 
     torch.manual_seed(0)
-    encoder = build_encoder(name, shape, modality)
+    b = batch_size(name)
+    x, inputs = sample(modality, shape, b)
+    encoder = build_encoder(name, shape, modality, inputs)
     assert isinstance(encoder, Encoder) and isinstance(encoder, cls)
     assert isinstance(encoder.num_features, int) and encoder.num_features > 0
-    b = batch_size(name)
-    x = torch.randn(b, *shape)
-    if get_modality(modality).missing_values:
-        x[0, ..., shape[-1] // 2 :] = float("nan")               # a shorter series, padded with NaN
 
     features = encoder.forward_features(x)
     assert features.shape == (b, encoder.num_features)
@@ -97,7 +112,7 @@ def test_mlp_options_and_features():
 def test_unknown_encoder():
     with pytest.raises(SelfmetaError, match="unknown encoder 'conv5'") as info:
         build_encoder("conv5", (1, 28, 28), "image")
-    assert "conv4, mlp, resnet18" in str(info.value)
+    assert "conv4, fasttext, mlp, resnet18" in str(info.value)
 
 
 def test_backbone_normalizes_with_training_statistics():

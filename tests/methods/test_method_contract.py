@@ -5,12 +5,13 @@ The hooks and outputs follow the contract. New methods and new modalities get th
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine import TrainConfig, train
-from selfmeta.engine.model import build_method
+from selfmeta.engine.model import build_method, fit_preprocessor
 from selfmeta.errors import SelfmetaError
 from selfmeta.methods import METHODS, StepOutput
 from selfmeta.modalities import MODALITIES
@@ -30,14 +31,30 @@ def _series(g):
     return x
 
 
-EXAMPLES = {"image": _image, "table": _table, "series": _series}
-ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d"}
+WORDS = np.array("free prize call now win cash txt the cat sat on mat see you at home ok lol later meeting".split())
+
+
+def _text(g):
+    """Raw documents of 3 to 12 random words: the tokenizer is fitted on them (``fit_preprocessor``)."""
+    lengths = torch.randint(3, 13, (96,), generator=g).tolist()
+    words = torch.randint(len(WORDS), (96, 12), generator=g).numpy()
+    return np.array([" ".join(WORDS[w[:n]]) for w, n in zip(words, lengths)], dtype=object)
+
+
+EXAMPLES = {"image": _image, "table": _table, "series": _series, "text": _text}
+ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d", "text": "fasttext"}
 VIEWS = {"image": {"hflip": 0.0}}
 
 
 def tiny(modality: str) -> Dataset:
+    """96 items of 4 classes; raw items (text) prepared by a preprocessor fitted on them, as the trainer does."""
     g = torch.Generator().manual_seed(0)
-    return Dataset(EXAMPLES[modality](g), torch.arange(96) % 4, ["a", "b", "c", "d"], modality, "tiny")
+    items = EXAMPLES[modality](g)
+    y, classes = torch.arange(96) % 4, ["a", "b", "c", "d"]
+    if isinstance(items, np.ndarray):
+        data = Dataset(None, y, classes, modality, "tiny", raw=items)
+        return fit_preprocessor(TrainConfig(input_options={"vocab_size": 64, "max_length": 16}), data)
+    return Dataset(items, y, classes, modality, "tiny")
 
 
 def config(name: str, modality: str, **changes) -> TrainConfig:

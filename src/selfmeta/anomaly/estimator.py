@@ -194,6 +194,8 @@ class AnomalyDetector(BaseEstimator):
                 raise SelfmetaError(f"detector {p['detector']!r} scores a decoder's reconstruction error: give an "
                                     f"encoder trained with a decoder (method {' or '.join(methods_with_decoder())})")
             data = as_dataset(X, p["input_shape"], min_items=2, modality=p["modality"])
+            if data.x is None:
+                raise SelfmetaError(f"{data.modality} items have no raw features to score: give an encoder")
             self.raw_shape_, self.raw_modality_ = data.input_shape, data.modality
             self.n_features_in_ = int(np.prod(data.input_shape))
             return
@@ -245,8 +247,7 @@ class AnomalyDetector(BaseEstimator):
                                     f"{self.raw_shape_}")
             return data
         data = as_dataset(X, self._input_shape(), modality=self.description_["modality"])
-        check_compatible(self.description_, data)
-        return data
+        return check_compatible(self.description_, data)
 
     def _features(self, X: Any, detector: Detector) -> np.ndarray:
         """(N, d) float64: raw items flattened, the backbone's embeddings, or (N, 1) reconstruction errors."""

@@ -2,14 +2,21 @@
 
 Items live in one tensor in the layout of their modality (:mod:`selfmeta.modalities`): images as
 ``(N, C, H, W)`` ``uint8`` (or float in [0, 1]), tables as ``(N, D)`` ``float32``, series as ``(N, C, T)``
-``float32`` with NaN for missing values and padding. Code that trains or embeds reaches them by index,
-``take(index)``, never by slicing ``x``, so that a lazy source can later serve batches without holding
-every item in memory.
+``float32`` with NaN for missing values and padding, text as ``(N, L)`` ``int64`` token ids. Code that trains
+or embeds reaches them by index, ``take(index)``, never by slicing ``x``, so that a lazy source can later
+serve batches without holding every item in memory.
+
+A modality whose items need a fitted preprocessor (text: a tokenizer trained on the training split) gets
+its items from the source as ``raw`` (an object array of documents) with ``x`` None; the engine fits the
+preprocessor on the training split, or loads the run's, and ``prepared`` gives the Dataset with ``x``
+(:mod:`selfmeta.modalities`). ``raw`` stays beside ``x``: topics read the words of the documents.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -27,24 +34,31 @@ TEST_FRACTION = 0.2
 
 @dataclass
 class Dataset:
-    x: torch.Tensor                      # (N, *item_shape) in the modality's layout
+    x: torch.Tensor | None               # (N, *item_shape) in the modality's layout; None until prepared (raw)
     y: torch.Tensor | None = None        # (N,) int64 class indices into `classes`
     classes: list[str] = field(default_factory=list)
     modality: str = "image"              # a registered modality (selfmeta list)
     name: str = "data"
+    raw: np.ndarray | None = None        # (N,) the source's items before a preprocessor (text: str documents)
+    preprocessor: Any = None             # the modality's Preprocessor that made x from raw (text: the tokenizer)
 
     def __post_init__(self) -> None:
-        if self.x.ndim == 0 or len(self.x) == 0:
+        if self.x is None and self.raw is None:
+            raise SelfmetaError(f"{self.name}: a Dataset needs items (x) or raw items")
+        if (self.x is not None and self.x.ndim == 0) or len(self) == 0:
             raise SelfmetaError(f"{self.name}: the data is empty")
-        self.spec.check(self.x, self.name)
+        if self.x is not None:
+            self.spec.check(self.x, self.name)
+        if self.raw is not None and self.x is not None and len(self.raw) != len(self.x):
+            raise SelfmetaError(f"{self.name}: {len(self.x)} items but {len(self.raw)} raw items")
         if self.y is not None:
-            if self.y.shape != (len(self.x),):
-                raise SelfmetaError(f"{self.name}: {len(self.x)} items but labels of shape {tuple(self.y.shape)}")
+            if self.y.shape != (len(self),):
+                raise SelfmetaError(f"{self.name}: {len(self)} items but labels of shape {tuple(self.y.shape)}")
             if len(self.y) and (int(self.y.min()) < 0 or (self.classes and int(self.y.max()) >= len(self.classes))):
                 raise SelfmetaError(f"{self.name}: labels must be class indices in [0, {len(self.classes)})")
 
     def __len__(self) -> int:
-        return len(self.x)
+        return len(self.x) if self.x is not None else len(self.raw)
 
     @property
     def spec(self) -> Modality:
@@ -53,12 +67,24 @@ class Dataset:
 
     def take(self, index: torch.Tensor) -> torch.Tensor:
         """The raw items at ``index`` (B,) int64: (B, *item_shape), on the CPU."""
-        return self.x[index]
+        return self.items[index]
+
+    @property
+    def items(self) -> torch.Tensor:
+        """``x``; an error for raw items not yet prepared (a bug: the engine prepares them first)."""
+        if self.x is None:
+            raise SelfmetaError(f"{self.name}: {self.modality} items must be prepared by the run's "
+                                f"{self.spec.preprocessor.kind} first (selfmeta.engine.model.prepare)")
+        return self.x
+
+    def as_input(self) -> np.ndarray:
+        """The items as the Python API takes them: the raw documents for text, else the items array."""
+        return self.raw if self.x is None else self.x.numpy()
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one item: (C, H, W) for images, (D,) for tables, (C, T) for series."""
-        return tuple(self.x.shape[1:])
+        """The shape of one item: (C, H, W) for images, (D,) for tables, (C, T) for series, (L,) for text."""
+        return tuple(self.items.shape[1:])
 
     @property
     def num_classes(self) -> int:
@@ -67,7 +93,9 @@ class Dataset:
     def subset(self, index: torch.Tensor | np.ndarray) -> "Dataset":
         index = torch.as_tensor(index, dtype=torch.long)
         y = None if self.y is None else self.y[index]
-        return Dataset(self.x[index], y, self.classes, self.modality, self.name)
+        x = None if self.x is None else self.x[index]
+        raw = None if self.raw is None else self.raw[index.numpy()]
+        return Dataset(x, y, self.classes, self.modality, self.name, raw, self.preprocessor)
 
     def require_labels(self) -> torch.Tensor:
         if self.y is None:

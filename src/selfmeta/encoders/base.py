@@ -1,9 +1,12 @@
 """The encoder contract, its registry, and the Backbone that pairs input normalization with an encoder.
 
 Every encoder (timm's habit):
-- is built as ``Encoder(input_shape, **options)`` with ``input_shape`` = ``(C, H, W)`` or ``(D,)`` from the
-  data, its options declared in ``options`` (:mod:`selfmeta.options`);
+- is built as ``Encoder(input_shape, **inputs, **options)`` with ``input_shape`` = ``(C, H, W)``, ``(D,)``,
+  ``(C, T)`` or ``(L,)`` from the data, ``inputs`` what the modality's fitted preprocessor tells every
+  encoder of that modality (text: ``vocabulary``, the token strings by id), and its options declared in
+  ``options`` (:mod:`selfmeta.options`);
 - has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``.
+Text encoders also have ``vocab_size`` (the ids they embed), which heads that predict tokens read.
 Methods never reach inside an encoder: they put their projection heads on top of ``forward_features``.
 """
 
@@ -21,6 +24,7 @@ from selfmeta.registry import Registry
 
 class Encoder(nn.Module):
     modalities: ClassVar[tuple[str, ...]] = ()  # the modalities whose items it takes
+    inputs: ClassVar[tuple[str, ...]] = ()      # constructor arguments the modality's preprocessor supplies
     description: ClassVar[str] = ""
     options: ClassVar[dict[str, Option]] = {}
     num_features: int
@@ -33,15 +37,22 @@ class Encoder(nn.Module):
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
 
 
-def build_encoder(name: str, input_shape: tuple[int, ...], modality: str, **options: Any) -> Encoder:
-    """Encoder ``name`` for items of ``input_shape`` of ``modality``, with checked options."""
+def build_encoder(name: str, input_shape: tuple[int, ...], modality: str, inputs: dict[str, Any] | None = None,
+                  **options: Any) -> Encoder:
+    """Encoder ``name`` for items of ``input_shape`` of ``modality``, with checked options; ``inputs``: the
+    constructor arguments the modality's preprocessor supplies (``Preprocessor.encoder_inputs``)."""
     import selfmeta.encoders  # noqa: F401  (registers the built-in encoders)
 
     cls = ENCODERS.get(name)
     if modality not in cls.modalities:
         valid = [n for n in ENCODERS.names() if modality in ENCODERS.get(n).modalities]
         raise SelfmetaError(f"encoder {name!r} does not take {modality} data; use one of: {', '.join(valid)}")
-    return cls(tuple(input_shape), **check_options(f"encoder {name!r}", cls, options, ("input_shape",)))
+    inputs = inputs or {}
+    missing = [n for n in cls.inputs if n not in inputs]
+    if missing:
+        raise SelfmetaError(f"encoder {name!r} needs {', '.join(missing)} from the {modality} preprocessor")
+    checked = check_options(f"encoder {name!r}", cls, options, ("input_shape", *cls.inputs))
+    return cls(tuple(input_shape), **{n: inputs[n] for n in cls.inputs}, **checked)
 
 
 class Normalize(nn.Module):

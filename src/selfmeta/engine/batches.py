@@ -61,6 +61,5 @@ def batch_plan(cfg: TrainConfig, data: Dataset, world: int) -> ItemBatches | Tas
     features = None
     if run is not None:
         backbone, description = load_backbone(run)
-        check_compatible(description, data)
-        features = embed(backbone, data)                                                  # (M, F)
+        features = embed(backbone, check_compatible(description, data))                                                 # (M, F)
     return build_tasks(cfg.tasks, data, spec, cfg.tasks_per_step, world, cfg.seed, cfg.task_options, features)

@@ -18,7 +18,9 @@ from selfmeta.options import Option, check_options, declared_options
 PRECISIONS = ("auto", "fp32", "bf16")
 DEFAULT_BATCH = 256  # items per step and process where neither the user nor the method chooses
 # key=value prefixes of the nested option tables: method.temperature=0.5 sets method_options["temperature"].
-GROUPS = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options"}
+# input.vocab_size=8000 sets the options of the modality's fitted preprocessor (text: the tokenizer).
+GROUPS = {"method": "method_options", "views": "view_options", "encoder": "encoder_options", "tasks": "task_options",
+          "input": "input_options"}
 
 
 @dataclass
@@ -57,6 +59,7 @@ class TrainConfig:
     view_options: dict[str, Any] = field(default_factory=dict)
     encoder_options: dict[str, Any] = field(default_factory=dict)
     task_options: dict[str, Any] = field(default_factory=dict)   # e.g. tasks.encoder=RUN for cactus
+    input_options: dict[str, Any] = field(default_factory=dict)  # the preprocessor's: input.vocab_size=8000 (text)
 
     options: ClassVar[dict[str, Option]] = {
         "method": Option("a method (selfmeta list); a meta-learner when tasks is set"),
@@ -85,6 +88,7 @@ class TrainConfig:
         "view_options": Option("views.NAME=VALUE"),
         "encoder_options": Option("encoder.NAME=VALUE"),
         "task_options": Option("tasks.NAME=VALUE"),
+        "input_options": Option("input.NAME=VALUE: the modality's preprocessor (text: the tokenizer)"),
     }
 
     def __post_init__(self) -> None:
@@ -106,7 +110,7 @@ class TrainConfig:
         self.method_options = check_options(f"{registry.kind} {self.method!r}", registry.get(self.method),
                                             self.method_options, BUILT_BY_ENGINE)
         self.encoder_options = check_options(f"encoder {self.encoder!r}", ENCODERS.get(self.encoder),
-                                             self.encoder_options, ("input_shape",))
+                                             self.encoder_options, ("input_shape", *ENCODERS.get(self.encoder).inputs))
         if self.tasks is None and self.task_options:
             raise SelfmetaError("tasks.* options apply to episodic training (selfmeta metatrain) only")
 
@@ -121,9 +125,10 @@ class TrainConfig:
 
         plugins = {
             "method_options": ((METALEARNERS if self.tasks else METHODS).get(self.method), BUILT_BY_ENGINE),
-            "encoder_options": (ENCODERS.get(self.encoder), ("input_shape",)),
+            "encoder_options": (ENCODERS.get(self.encoder), ("input_shape", *ENCODERS.get(self.encoder).inputs)),
             "view_options": (get_modality(modality).views, VIEW_ARGS),
             "task_options": (TASKS.get(self.tasks), TASK_ARGS) if self.tasks else None,
+            "input_options": (get_modality(modality).preprocessor, ()) if get_modality(modality).preprocessor else None,
         }
         prefixes = {field: prefix for prefix, field in GROUPS.items()}
         out = {}

@@ -35,7 +35,8 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
                             f"{', '.join(valid)}")
     method_options = check_options(f"{registry.kind} {cfg.method!r}", method_cls, cfg.method_options, BUILT_BY_ENGINE)
     modality = data.spec
-    encoder = build_encoder(cfg.encoder, data.input_shape, data.modality, **cfg.encoder_options)
+    inputs = data.preprocessor.encoder_inputs() if data.preprocessor is not None else {}
+    encoder = build_encoder(cfg.encoder, data.input_shape, data.modality, inputs, **cfg.encoder_options)
     normalize = modality.normalizer(data.take(torch.arange(min(len(data), NORMALIZATION_SAMPLE))))
     views = modality.build_views(data.input_shape, normalize, cfg.view_options)
     if cfg.tasks is not None:
@@ -44,9 +45,42 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     return method_cls(Backbone(normalize, encoder), views, **method_options)
 
 
+def fit_preprocessor(cfg: TrainConfig, data: Dataset, saved: Path | None = None) -> Dataset:
+    """``data`` (a training split) prepared by its modality's preprocessor, fitted on it with the run's
+    ``input.*`` options (text: a tokenizer trained on its documents), or read from ``saved`` (a resumed
+    run's copy); ``data`` itself where the modality has none (``input.*`` options are then an error) or
+    where it is prepared already."""
+    cls = data.spec.preprocessor
+    if cls is None:
+        if cfg.input_options:
+            raise SelfmetaError(f"input.{next(iter(cfg.input_options))}: {data.modality} data has no preprocessor "
+                                f"to set options of (input.* options are for text)")
+        return data
+    if data.preprocessor is not None:
+        return data
+    if data.raw is None:
+        raise SelfmetaError(f"{data.name}: {data.modality} data must come as raw items for its {cls.kind} to fit")
+    if saved is not None and saved.is_file():
+        return prepare(data, cls.from_json(saved.read_text(encoding="utf-8", errors="replace"), str(saved)))
+    preprocessor = cls(**check_options(f"{data.modality} {cls.kind}", cls, cfg.input_options)).fit(data.raw)
+    return prepare(data, preprocessor)
+
+
+def prepare(data: Dataset, preprocessor: Any) -> Dataset:
+    """``data`` with its items made from its raw items by ``preprocessor`` (unchanged where they were made by
+    an equal one already)."""
+    if data.x is not None and data.preprocessor is not None and (
+            data.preprocessor is preprocessor or data.preprocessor.to_json() == preprocessor.to_json()):
+        return data
+    if data.raw is None:
+        raise SelfmetaError(f"{data.name}: {data.modality} items without their raw form cannot be prepared again")
+    return Dataset(preprocessor(data.raw), data.y, data.classes, data.modality, data.name, data.raw, preprocessor)
+
+
 def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
-    """What ``load_backbone`` needs to rebuild the backbone, stored in the weights file's metadata."""
-    return {
+    """What ``load_backbone`` needs to rebuild the backbone, stored in the weights file's metadata; with the
+    preprocessor (text: the tokenizer) where the modality has one, so that the weights file is complete."""
+    description = {
         "encoder": cfg.encoder,
         "encoder_options": cfg.encoder_options,
         "input_shape": list(data.input_shape),
@@ -55,6 +89,19 @@ def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:
         "tasks": cfg.tasks,
         "classes": data.classes,
     }
+    if data.preprocessor is not None:
+        description["preprocessor"] = data.preprocessor.to_json()
+    return description
+
+
+def saved_preprocessor(description: dict[str, Any], where: str | Path) -> Any:
+    """The preprocessor a description holds (None for modalities without one)."""
+    cls = get_modality(description["modality"]).preprocessor
+    if cls is None:
+        return None
+    if not isinstance(description.get("preprocessor"), str):
+        raise SelfmetaError(f"{where}: the {description['modality']} model has no saved {cls.kind}")
+    return cls.from_json(description["preprocessor"], str(where))
 
 
 def check_description(description: Any, path: str | Path) -> dict[str, Any]:
@@ -74,9 +121,21 @@ def check_description(description: Any, path: str | Path) -> dict[str, Any]:
     return description
 
 
+def placeholder_data(description: dict[str, Any]) -> Dataset:
+    """Two items of the described model's shape, modality and preprocessor: the template ``build_method``
+    rebuilds a saved method from (every statistic it derives from the data is a buffer the saved state
+    overwrites)."""
+    spec = get_modality(description["modality"])
+    items = spec.placeholder_items(tuple(description["input_shape"]))
+    return Dataset(items, None, [], description["modality"], "saved", None, saved_preprocessor(description, "the model"))
+
+
 def rebuild_backbone(description: dict[str, Any], state: dict[str, torch.Tensor]) -> Backbone:
     shape = tuple(description["input_shape"])
-    encoder = build_encoder(description["encoder"], shape, description["modality"], **description["encoder_options"])
+    preprocessor = saved_preprocessor(description, "the weights")
+    inputs = preprocessor.encoder_inputs() if preprocessor is not None else {}
+    encoder = build_encoder(description["encoder"], shape, description["modality"], inputs,
+                            **description["encoder_options"])
     backbone = Backbone(get_modality(description["modality"]).placeholder_normalizer(shape), encoder)
     try:
         backbone.load_state_dict(state)
@@ -109,14 +168,19 @@ def embed(backbone: Backbone, data: Dataset, batch_size: int = 1024, device: str
     return torch.cat(out)
 
 
-def check_compatible(description: dict[str, Any], data: Dataset) -> None:
+def check_compatible(description: dict[str, Any], data: Dataset) -> Dataset:
+    """``data`` as the model described takes it: the same modality, prepared by the model's own
+    preprocessor (text: tokenized by the run's tokenizer), items of a shape it fits; else one error line."""
     if description["modality"] != data.modality:
         raise SelfmetaError(f"the model was trained on {description['modality']} data, the data is {data.modality}")
+    if data.spec.preprocessor is not None:  # text: tokenized by the model's own tokenizer
+        data = prepare(data, saved_preprocessor(description, "the model"))
     if not data.spec.fits(tuple(description["input_shape"]), data.input_shape):
         raise SelfmetaError(
             f"the model was trained on inputs of shape {tuple(description['input_shape'])}, "
             f"the data has {data.input_shape}"
         )
+    return data
 
 
 def load_method(run_dir: str | Path, data: Dataset) -> Method:
@@ -130,6 +194,9 @@ def load_method(run_dir: str | Path, data: Dataset) -> Method:
     if not (run_dir.is_dir() and config_path.is_file() and (run_dir / CHECKPOINT).is_file()):
         raise SelfmetaError(f"{run_dir} holds no config.json and {CHECKPOINT}: is it a selfmeta run directory?")
     values = json.loads(config_path.read_text())["config"]
+    if data.spec.preprocessor is not None:  # the run's own preprocessor, so the encoder is built as trained
+        _, description = load_backbone(run_dir)
+        data = check_compatible(description, data)
     method = build_method(TrainConfig.from_dict(values), data)
     try:
         method.load_state_dict(load_checkpoint(run_dir / CHECKPOINT)["model"])

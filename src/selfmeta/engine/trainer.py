@@ -37,7 +37,7 @@ from selfmeta.data.dataset import Dataset
 from selfmeta.engine.batches import batch_plan
 from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.engine.model import build_method, describe
+from selfmeta.engine.model import build_method, describe, fit_preprocessor
 from selfmeta.engine.optim import build_optimizer, lr_factor
 from selfmeta.errors import SelfmetaError
 from selfmeta.files import atomic_write, remove_stale_temporaries, writer_pid
@@ -58,6 +58,7 @@ class TrainResult:
     elapsed: float                         # seconds of training (resumed runs included)
     stopped_by: str                        # "epochs" | "steps" | "time_budget"
     history: list[dict[str, Any]] = field(default_factory=list)
+    description: dict[str, Any] = field(default_factory=dict)  # what rebuilds the backbone (model.describe)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -213,6 +214,8 @@ def train(
     """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use)."""
     run_dir = Path(run_dir) if run_dir is not None else None
     cfg = cfg.resolved(len(data), int(os.environ.get("WORLD_SIZE", "1")))
+    saved = run_dir / data.spec.preprocessor.file if run_dir is not None and resume and data.spec.preprocessor else None
+    data = fit_preprocessor(cfg, data, saved)  # text: the tokenizer, trained on this split (or the run's own)
     data_record = {**(data_info or {"name": data.name}), "items": len(data), "input_shape": list(data.input_shape)}
     if run_dir is not None:
         resume = prepare_run_dir(run_dir, resume, cfg, data_record)
@@ -290,6 +293,9 @@ def _train(
         if resume and (run_dir / CONFIG).is_file():  # keep how the run was started, add how it was resumed
             record["commands"] = json.loads((run_dir / CONFIG).read_text()).get("commands", []) + record["commands"]
         atomic_write(run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
+        if data.preprocessor is not None:  # a readable copy; resume reads it back, the weights carry their own
+            text = data.preprocessor.to_json()
+            atomic_write(run_dir / data.preprocessor.file, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
     metrics = _Metrics(run_dir if main else None, step if resume else -1)
 
     def checkpoint(finished: bool, elapsed: float) -> None:
@@ -397,7 +403,7 @@ def _train(
             bar.close()
         metrics.close()
     method.eval()
-    return TrainResult(method, step, step / steps_per_epoch, elapsed, stopped_by, metrics.history)
+    return TrainResult(method, step, step / steps_per_epoch, elapsed, stopped_by, metrics.history, description)
 
 
 def _param_checksum(module: torch.nn.Module) -> float:

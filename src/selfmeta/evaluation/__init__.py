@@ -1,7 +1,8 @@
-"""Evaluation on frozen features: linear probe, weighted kNN, few labels, clustering (pure functions)."""
+"""Evaluation on frozen features: linear probe, weighted kNN, few labels, clustering, topics (pure functions)."""
 
 from selfmeta.evaluation.metrics import classification_scores, cluster_accuracy, clustering_scores
 from selfmeta.evaluation.protocols import (
+    cluster_assignments,
     cluster_probe,
     few_labels,
     knn_predict,
@@ -14,6 +15,6 @@ from selfmeta.evaluation.protocols import (
 )
 
 __all__ = [
-    "classification_scores", "cluster_accuracy", "cluster_probe", "clustering_scores", "few_labels",
+    "classification_scores", "cluster_accuracy", "cluster_assignments", "cluster_probe", "clustering_scores", "few_labels",
     "knn_predict", "knn_probe", "linear_probe", "PROTOCOLS", "run_protocol", "sample_per_class", "svm_probe",
 ]

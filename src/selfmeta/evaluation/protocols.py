@@ -114,13 +114,19 @@ def few_labels(
     return out
 
 
+def cluster_assignments(features: np.ndarray, n_clusters: int, seed: int = 0) -> np.ndarray:
+    """k-means on L2-normalized features: (N,) cluster ids."""
+    if not 2 <= n_clusters <= len(features):
+        raise SelfmetaError(f"the number of clusters must be between 2 and the number of items ({len(features)}), "
+                            f"got {n_clusters}")
+    x = F.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1).numpy()
+    return KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(x)
+
+
 def cluster_probe(features: np.ndarray, labels: np.ndarray, n_clusters: int | None = None, seed: int = 0) -> dict[str, float]:
     """k-means (k = number of classes) on L2-normalized features; Hungarian accuracy, NMI, ARI."""
     labels = np.asarray(labels)
-    n_clusters = n_clusters or len(np.unique(labels))
-    x = F.normalize(torch.as_tensor(np.asarray(features), dtype=torch.float32), dim=1).numpy()
-    clusters = KMeans(n_clusters, n_init=10, random_state=seed).fit_predict(x)
-    return clustering_scores(labels, clusters)
+    return clustering_scores(labels, cluster_assignments(features, n_clusters or len(np.unique(labels)), seed))
 
 
 PROTOCOLS = ("linear", "knn", "svm", "cluster")

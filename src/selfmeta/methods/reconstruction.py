@@ -9,6 +9,10 @@ row, are hidden, and the loss counts only the hidden part, so the encoder must i
 Unlike MAE, the encoder is any registered backbone (it sees the masked input, with masked positions set to
 the training-set mean) and the decoder is a small network from the backbone's feature vector, so the
 features must summarize the whole input.
+
+On text the same recipe is masked-token prediction (BERT's objective, Devlin et al. 2019, read from one
+feature vector): random tokens become ``[MASK]``, and the decoder predicts each hidden token from the
+document's feature vector plus the embedding of the token's position, scored by cross-entropy.
 """
 
 from __future__ import annotations
@@ -93,6 +97,23 @@ class ConvDecoder(nn.Module):
         return out                                                           # (B, C, H, W)
 
 
+class TokenDecoder(nn.Module):
+    """Feature vector + a position -> logits over the vocabulary: ``Linear(f) + position embedding``, GELU,
+    LayerNorm, ``Linear`` to the vocabulary. Small on purpose: the document's content must be in ``f``."""
+
+    def __init__(self, num_features: int, length: int, vocab_size: int, width: int = 64) -> None:
+        super().__init__()
+        self.project = nn.Linear(num_features, width)
+        self.positions = nn.Embedding(length, width)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, vocab_size)
+
+    def forward(self, features: torch.Tensor, item: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """features (B, F); item, position (M,) int64: the M positions to predict -> (M, vocab) logits."""
+        h = self.project(features)[item] + self.positions(position)                  # (M, width)
+        return self.out(self.norm(nn.functional.gelu(h)))
+
+
 def mlp_decoder(num_features: int, num_outputs: int, width: int = 64) -> nn.Sequential:
     """Feature vector -> table row: Linear-BN-ReLU-Linear."""
     return nn.Sequential(
@@ -162,6 +183,13 @@ class Reconstruction(Method):
         self.masked_only = bool(masked_only)
         self.augment = bool(augment)
         self.table_fill = table_fill
+        self.is_tokens = getattr(views, "tokens", False)  # text: the views work on token ids
+        if self.is_tokens:
+            self.is_image = self.is_sequence = False
+            self.patch_size = 0
+            self.decoder = TokenDecoder(backbone.num_features, views.length, backbone.encoder.vocab_size,
+                                        decoder_width)
+            return
         # The layout of the items, from the normalizer's statistics: (1, C, 1, 1) images, (1, C, 1) series,
         # (1, D) tables.
         self.is_image = backbone.normalize.mean.ndim == 4
@@ -205,7 +233,28 @@ class Reconstruction(Method):
         donor = torch.randint(b, (b, d), device=x.device)                    # a random row per value
         return torch.where(mask, x.gather(0, donor), x)
 
+    def token_loss(self, v: torch.Tensor) -> StepOutput:
+        """Masked-token prediction on (B, L') ids: ``mask_ratio`` of each document's tokens (at least one)
+        become [MASK]; cross-entropy of the hidden tokens (every token when not ``masked_only``)."""
+        from selfmeta.modalities.text import MASK, PAD
+
+        present = v != PAD                                                   # (B, L')
+        noise = torch.rand(v.shape, device=v.device).masked_fill(~present, 2.0)
+        count = (present.sum(1, keepdim=True) * self.mask_ratio).ceil().clamp_min(1)      # (B, 1)
+        rank = noise.argsort(1).argsort(1)                                   # each position's rank in its row
+        hidden = (rank < count) & present                                    # (B, L')
+        features = self.backbone(v.masked_fill(hidden, MASK))                # (B, F)
+        scored = hidden if self.masked_only else present
+        item, position = scored.nonzero(as_tuple=True)                       # (M,), (M,)
+        logits = self.decoder(features, item, position).float()             # (M, vocab)
+        with torch.autocast(logits.device.type, enabled=False):
+            loss = nn.functional.cross_entropy(logits, v[item, position])
+            correct = (logits.argmax(1) == v[item, position])[hidden[item, position]]
+        return StepOutput(loss, {"token_accuracy": float(correct.float().mean()) if len(correct) else 0.0})
+
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:
+        if self.is_tokens:
+            return self.token_loss(self.views(x) if self.augment else x)
         v = self.views(x) if self.augment else x                            # (B, C, H, W), (B, C, T) or (B, D)
         mask = self.mask(v)
         prediction = self.decoder(self.backbone(self.corrupt(v, mask))).float()  # same shape as x
@@ -228,6 +277,12 @@ class Reconstruction(Method):
         (the units the loss uses), with no mask and no views: the anomaly score of the reconstruction
         detector. ``x``: (B, ...) ``to_unit`` inputs, as ``forward`` takes them. Missing values (series) are
         not scored; an item with none present scores 0. Call it in eval mode (the decoder has batch norm)."""
+        if self.is_tokens:  # text: the mean cross-entropy of every token of the document, none hidden
+            item, position = (x != 0).nonzero(as_tuple=True)                # (M,), (M,)
+            logits = self.decoder(self.backbone(x), item, position).float()  # (M, vocab)
+            losses = nn.functional.cross_entropy(logits, x[item, position], reduction="none")
+            return torch.zeros(len(x), device=x.device).index_add_(0, item, losses) / torch.bincount(
+                item, minlength=len(x)).clamp_min(1)
         prediction = self.decoder(self.backbone(x)).float()                 # (B, ...) same shape as x
         target = self.backbone.normalize(x).float()                          # (B, ...)
         present = torch.isfinite(target)                                     # (B, ...) bool

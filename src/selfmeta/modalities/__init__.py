@@ -1,7 +1,7 @@
 """Modalities: one contract (``Modality``), one registry (``MODALITIES``), one module per kind of data."""
 
-from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Views, get_modality
+from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Preprocessor, Views, get_modality
 # Importing the modules registers the built-in modalities.
-from selfmeta.modalities import image, series, table  # noqa: F401, E402
+from selfmeta.modalities import image, series, table, text  # noqa: F401, E402
 
-__all__ = ["MODALITIES", "VIEW_ARGS", "Modality", "Views", "get_modality"]
+__all__ = ["MODALITIES", "VIEW_ARGS", "Modality", "Preprocessor", "Views", "get_modality"]

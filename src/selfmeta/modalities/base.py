@@ -9,7 +9,10 @@ ask it instead of testing the modality's name:
 - normalization: ``normalizer(x)`` fits a :class:`Normalize` on a sample (which axes are "channels");
 - the view family (``views``, a :class:`Views`, with its options declared as every plug-in's);
 - the default encoder, and whether the channels-last memory layout applies (``channels_last``);
-- how a batch of raw items becomes model input on a device (``to_model``).
+- how a batch of raw items becomes model input on a device (``to_model``);
+- where the source's items are not yet tensors (text documents), the :class:`Preprocessor` that turns
+  them into the items tensor: fitted on the training split, saved with the run, reused by every later
+  command (text: the tokenizer).
 
 Example::
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +49,39 @@ class Views(nn.Module):
     options: dict[str, Option] = {}
 
 
+class Preprocessor:
+    """Contract: raw items (an object array, ``Dataset.raw``) -> the items tensor, fitted on a training split
+    and saved with the run as JSON, so that every later command prepares its data the same way.
+
+    ``fit(raw, **options)`` learns it (options declared in ``options``, set as ``input.NAME=value``);
+    ``__call__(raw)`` gives ``(N, *item_shape)``; ``to_json``/``from_json`` save it (the weights file's
+    description holds it, and the run directory a readable copy, ``file``); ``encoder_inputs`` are the
+    constructor arguments every encoder of the modality takes from it (text: the vocabulary).
+    """
+
+    kind: ClassVar[str]                      # for messages: "tokenizer"
+    file: ClassVar[str]                      # its copy in a run directory: "tokenizer.json"
+    options: ClassVar[dict[str, Option]] = {}
+
+    @classmethod
+    def fit(cls, raw: Any, **options: Any) -> "Preprocessor":
+        raise NotImplementedError
+
+    def __call__(self, raw: Any) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_json(self) -> str:
+        raise NotImplementedError
+
+    @classmethod
+    def from_json(cls, text: str, where: str) -> "Preprocessor":
+        """The preprocessor saved by ``to_json``; one SelfmetaError line naming ``where`` if it is not one."""
+        raise NotImplementedError
+
+    def encoder_inputs(self) -> dict[str, Any]:
+        return {}
+
+
 class Modality:
     """Contract of one kind of data; see the module docstring. Subclasses set the class attributes and
     override what differs: ``stat_dims`` (the axes normalization averages over), ``build_views`` when the
@@ -58,6 +95,7 @@ class Modality:
     views: ClassVar[type[Views]]
     channels_last: ClassVar[bool] = False   # the NHWC layout speeds up its convolutions on CPU
     missing_values: ClassVar[bool] = False  # NaN marks a missing value or padding, not an error
+    preprocessor: ClassVar[type[Preprocessor] | None] = None  # raw items -> tensor, fitted per run (text)
 
     @property
     def stat_dims(self) -> tuple[int, ...]:
@@ -104,6 +142,14 @@ class Modality:
         mean = torch.where(present, x, 0.0).sum(dims) / count
         var = torch.where(present, (x - mean.view(shape)) ** 2, 0.0).sum(dims) / (count - 1).clamp_min(1)
         return Normalize(mean.view(shape), var.sqrt().view(shape))
+
+    def documents(self, raw: Any) -> np.ndarray | None:
+        """The texts whose words name clusters (topics) of these raw items; None where items have no words."""
+        return None
+
+    def placeholder_items(self, input_shape: tuple[int, ...]) -> torch.Tensor:
+        """Two items of ``input_shape`` in the stored dtype: the template a saved model is rebuilt from."""
+        return torch.zeros((2, *input_shape))
 
     def placeholder_normalizer(self, input_shape: tuple[int, ...]) -> Normalize:
         """Zero mean, unit spread, to be overwritten by saved statistics."""

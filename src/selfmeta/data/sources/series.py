@@ -201,13 +201,39 @@ class UCRProblem(DataSource):
         return _dataset(parts, path.name, classes if seen else None, length)
 
 
+def is_ucr_tsv(path: Path) -> bool:
+    """A ``.tsv`` in the UCR 2018 layout: no header, the first line a label then tab-separated numbers (``NaN``
+    for missing). A ``.tsv`` whose first line is a header row is a table (:mod:`selfmeta.data.sources.table`)."""
+    if not (path.is_file() and path.suffix == ".tsv"):
+        return False
+    limit = 2**20  # of the first line: enough to judge (a cut last value is dropped)
+    try:
+        with open(path, "rb") as handle:
+            first = b""
+            for _ in range(8):  # past a few blank lines
+                first = handle.readline(limit)
+                if first.strip() or not first:
+                    break
+    except OSError:
+        return False
+    fields = first.decode("utf-8", errors="replace").rstrip("\r\n").split("\t")[1:]
+    if len(first) == limit:
+        fields = fields[:-1]
+    values = [f.strip() for f in fields]
+    try:
+        numbers = [float(v) for v in values if v not in ("?", "")]
+    except ValueError:
+        return False
+    return any(not math.isnan(n) for n in numbers)
+
+
 @SOURCES.register("ts")
 class SeriesFile(DataSource):
     name = "ts"
     description = "one file of series: .ts (sktime/aeon format) or .tsv (UCR 2018); fixed 80/20 split"
 
     def detect(self, path: Path) -> bool:
-        return path.is_file() and path.suffix in SERIES_SUFFIXES
+        return path.is_file() and (path.suffix == ".ts" or is_ucr_tsv(path))
 
     def load(self, path: Path, split: str, **options: Any) -> Dataset:
         if path.suffix not in READERS:

@@ -1,39 +1,74 @@
-"""CSV and Parquet tables: numeric feature columns and an optional label column.
+"""Tables: CSV, TSV, Parquet and JSON Lines files, and a folder of ``train`` and ``test`` tables.
+
+Each row is one item. Without ``text_column`` (``--text-column``) a table is numeric features: every column
+but the label must be numeric (the ``table`` modality). With ``text_column`` (one name or several) each row
+is a document (the ``text`` modality, :mod:`selfmeta.data.sources.text`): the named columns joined with a
+newline, missing values skipped, a row with none kept as the empty string so that items stay in step with
+the rows; the other columns are ignored. Text tables are read with every value as a string, so ``007`` or
+``NA`` stays as written (only an empty field is missing).
 
 The label column is the one named by ``label_column`` (``--label-column``), else one called ``label``,
-``target`` or ``class`` if present. Any other non-numeric column is an error. Tables get the fixed
-stratified 80/20 split.
+``target`` or ``class`` if present (and not a text column). A label column with a missing value is an error.
+
+- ``.csv``: a header row, comma-separated, with CSV quoting (a quoted field may hold newlines).
+- ``.tsv``: a header row, tab-separated, no quoting: one line is one row (a ``.tsv`` of a label then numbers
+  and no header is a UCR series file, :mod:`selfmeta.data.sources.series`).
+- ``.parquet``: any column types; a text column may be strings or UTF-8 bytes.
+- ``.jsonl``: one JSON object a line (blank lines skipped); the columns are the keys, a key a row lacks or
+  ``null`` is a missing value.
+- A folder holding ``train.<ext>`` and ``test.<ext>`` (one of the four): those are the train and test
+  splits (``all`` is both), never reshuffled; the classes are those of both files, so the splits agree.
+  A single file gets the fixed stratified 80/20 split.
+
+CSV, TSV and JSON Lines must be UTF-8: an invalid byte is an error naming its line.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
-from selfmeta.data.dataset import Dataset, fixed_split, labels_from_names
+from selfmeta.data.dataset import Dataset, labels_from_names
 from selfmeta.data.source import SOURCES, DataSource
+from selfmeta.data.sources.text import (
+    decode_utf8, documents_from_columns, read_bytes, split_of, text_columns, text_dataset,
+)
 from selfmeta.errors import SelfmetaError
 
 DEFAULT_LABEL_COLUMNS = ("label", "target", "class")
 
 
-def table_to_dataset(frame: Any, name: str, label_column: str | None) -> Dataset:
-    """A pandas DataFrame -> Dataset of float32 rows (and labels if a label column is found)."""
+def pop_labels(frame: Any, label_column: str | None, where: str | Path,
+               exclude: Sequence[str] = ()) -> list[str] | None:
+    """Remove the label column from ``frame`` and return its values as class names (None if there is none)."""
     if label_column is not None and label_column not in frame.columns:
-        raise SelfmetaError(f"{name}: no label column {label_column!r}; columns: {', '.join(map(str, frame.columns))}")
+        raise SelfmetaError(f"{where}: no label column {label_column!r}; columns: {', '.join(map(str, frame.columns))}")
+    if label_column is not None and label_column in exclude:
+        raise SelfmetaError(f"{where}: {label_column!r} is both the label column and a text column")
     if label_column is None:
-        label_column = next((c for c in DEFAULT_LABEL_COLUMNS if c in frame.columns), None)
-    y, classes = None, []
-    if label_column is not None:
-        labels = frame.pop(label_column)
-        if labels.isna().any():
-            raise SelfmetaError(f"{name}: the label column {label_column!r} has missing values")
-        y, classes = labels_from_names([str(v) for v in labels])
+        label_column = next((c for c in DEFAULT_LABEL_COLUMNS if c in frame.columns and c not in exclude), None)
+    if label_column is None:
+        return None
+    labels = frame.pop(label_column)
+    absent = labels.isna().to_numpy()
+    if absent.any():
+        raise SelfmetaError(f"{where}: the label column {label_column!r} has missing values "
+                            f"({int(absent.sum())}, the first in row {int(np.argmax(absent)) + 1})")
+    return [str(v) for v in labels.tolist()]
+
+
+def numeric_dataset(frame: Any, labels: list[str] | None, name: str, where: str | Path,
+                    classes: list[str] | None = None) -> Dataset:
+    """A DataFrame of feature columns (label popped) -> Dataset of float32 rows."""
     if frame.shape[1] == 0 or len(frame) == 0:
-        raise SelfmetaError(f"{name}: the table has no feature columns or no rows")
+        raise SelfmetaError(f"{where}: the table has no feature columns or no rows")
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     # pandas' own dtypes (StringDtype, nullable Int64...) are not numpy dtypes: ask pandas, not np.issubdtype.
@@ -41,51 +76,181 @@ def table_to_dataset(frame: Any, name: str, label_column: str | None) -> Dataset
         str(c) for c in frame.columns if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)
     ]
     if non_numeric:
-        raise SelfmetaError(
-            f"{name}: non-numeric feature columns {', '.join(non_numeric)}; encode them or name the label column"
-        )
+        raise SelfmetaError(f"{where}: non-numeric feature columns {', '.join(non_numeric)}; encode them, "
+                            "name the label column, or name text columns (--text-column)")
+    y = None
+    if labels is not None:
+        y, classes = labels_from_names(labels, classes)
     x = torch.from_numpy(frame.to_numpy(dtype=np.float32, na_value=np.nan))
-    return Dataset(x, y, classes, "table", name)
+    return Dataset(x, y, classes or [], "table", name)
+
+
+def table_to_dataset(frame: Any, name: str, label_column: str | None = None, text_column: Sequence[str] | None = None,
+                     where: str | Path | None = None, classes: list[str] | None = None) -> Dataset:
+    """A pandas DataFrame -> Dataset: numeric rows, or documents from ``text_column`` (labels if a label column
+    is found). ``where`` names the file in errors (default ``name``)."""
+    where = name if where is None else where
+    columns = text_columns(text_column)
+    if columns is None:
+        return numeric_dataset(frame, pop_labels(frame, label_column, where), name, where, classes)
+    documents = documents_from_columns(frame, columns, where)  # first: a missing text column lists every column
+    return text_dataset(documents, pop_labels(frame, label_column, where, columns), name, where, classes)
+
+
+def _read_jsonl(data: bytes, path: Path) -> Any:
+    import pandas as pd
+
+    records = []
+    for number, line in enumerate(io.BytesIO(data), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SelfmetaError(f"{path}, line {number}: not JSON ({exc.msg})") from None
+        if not isinstance(record, dict):
+            raise SelfmetaError(f"{path}, line {number}: expected one JSON object a line, "
+                                f"found {type(record).__name__}")
+        records.append(record)
+    if not records:
+        raise SelfmetaError(f"{path}: no rows")
+    return pd.DataFrame.from_records(records)
 
 
 class _Table(DataSource):
     suffix: str
-    options = ("label_column",)
+    options = ("label_column", "text_column")
     catch_all = True  # any file with the suffix: formats with a closer look (a timestamped CSV) go first
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() == self.suffix
 
-    def read(self, path: Path) -> Any:
+    def read(self, path: Path, text: bool) -> Any:
+        """The file as a DataFrame; ``text``: every value a string (only an empty field missing)."""
         raise NotImplementedError
 
-    def load(self, path: Path, split: str, label_column: str | None = None, **options: Any) -> Dataset:
+    def frame(self, path: Path, text: bool) -> Any:
         try:
-            frame = self.read(path)
+            return self.read(path, text)
+        except SelfmetaError:
+            raise
         except Exception as exc:  # pandas/pyarrow raise many types for malformed files
-            raise SelfmetaError(f"{path}: cannot read as {self.name} ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-        return fixed_split(table_to_dataset(frame, path.stem, label_column), split)
+            message = f"{path}: cannot read as {self.name} ({type(exc).__name__}: {exc})"
+            raise SelfmetaError(message.splitlines()[0]) from None
+
+    def load(self, path: Path, split: str, label_column: str | None = None,
+             text_column: str | Sequence[str] | None = None, **options: Any) -> Dataset:
+        columns = text_columns(text_column)
+        dataset = table_to_dataset(self.frame(path, columns is not None), path.stem, label_column, columns, path)
+        return split_of(dataset, split, path)
+
+
+# read_csv keywords for text tables: strings as written, only an empty field missing.
+_AS_TEXT = {"dtype": str, "keep_default_na": False, "na_values": [""]}
 
 
 @SOURCES.register("csv")
 class CSV(_Table):
     name = "csv"
-    description = "CSV table with a header: numeric features, optional label column (--label-column)"
+    description = "CSV table with a header: numeric features or --text-column, optional label column (--label-column)"
     suffix = ".csv"
 
-    def read(self, path: Path) -> Any:
+    def read(self, path: Path, text: bool) -> Any:
         import pandas as pd
 
-        return pd.read_csv(path)
+        data = read_bytes(path)
+        decode_utf8(data, path)
+        return pd.read_csv(io.BytesIO(data), **(_AS_TEXT if text else {}))
+
+
+@SOURCES.register("tsv")
+class TSV(_Table):
+    name = "tsv"
+    description = "tab-separated table with a header: numeric features or --text-column, optional --label-column"
+    suffix = ".tsv"
+
+    def read(self, path: Path, text: bool) -> Any:
+        import pandas as pd
+
+        data = read_bytes(path)
+        decode_utf8(data, path)
+        return pd.read_csv(io.BytesIO(data), sep="\t", quoting=csv.QUOTE_NONE, **(_AS_TEXT if text else {}))
+
+
+@SOURCES.register("jsonl")
+class JSONLines(_Table):
+    name = "jsonl"
+    description = "JSON Lines, one object a row: numeric features or --text-column, optional --label-column"
+    suffix = ".jsonl"
+
+    def read(self, path: Path, text: bool) -> Any:
+        data = read_bytes(path)
+        decode_utf8(data, path)
+        return _read_jsonl(data, path)
 
 
 @SOURCES.register("parquet")
 class Parquet(_Table):
     name = "parquet"
-    description = "Parquet table: numeric features, optional label column (--label-column)"
+    description = "Parquet table: numeric features or --text-column, optional label column (--label-column)"
     suffix = ".parquet"
 
-    def read(self, path: Path) -> Any:
+    def read(self, path: Path, text: bool) -> Any:
         import pandas as pd
 
         return pd.read_parquet(path)
+
+
+TABLES = {cls.suffix: cls for cls in (CSV, TSV, JSONLines, Parquet)}
+
+
+def _split_tables(folder: Path) -> list[str]:
+    """The suffixes for which ``folder`` holds both ``train<suffix>`` and ``test<suffix>``."""
+    return [s for s in TABLES if (folder / f"train{s}").is_file() and (folder / f"test{s}").is_file()]
+
+
+@SOURCES.register("tablefolder")
+class TableFolder(DataSource):
+    name = "tablefolder"
+    description = "a folder with train.<ext> and test.<ext> tables (csv, tsv, parquet, jsonl) as its train/test splits"
+    options = ("label_column", "text_column")
+
+    def detect(self, path: Path) -> bool:
+        return path.is_dir() and bool(_split_tables(path))
+
+    def load(self, path: Path, split: str, label_column: str | None = None,
+             text_column: str | Sequence[str] | None = None, **options: Any) -> Dataset:
+        suffixes = _split_tables(path)
+        if len(suffixes) != 1:
+            raise SelfmetaError(f"{path}: expected one train.<ext> and test.<ext> pair ({', '.join(TABLES)}), found "
+                                + (" and ".join(f"train{s}/test{s}" for s in suffixes) or "none"))
+        source, columns = TABLES[suffixes[0]](), text_columns(text_column)
+        files = {s: path / f"{s}{suffixes[0]}" for s in ("train", "test")}
+        frames = {s: source.frame(f, columns is not None) for s, f in files.items()}
+        documents = {s: documents_from_columns(frames[s], columns, files[s]) for s in files} if columns else {}
+        labels = {s: pop_labels(frames[s], label_column, files[s], columns or ()) for s in files}
+        if (labels["train"] is None) != (labels["test"] is None):
+            raise SelfmetaError(f"{path}: one of train{suffixes[0]} and test{suffixes[0]} has a label column, "
+                                "the other not; name it with --label-column")
+        if columns is None and list(frames["train"].columns) != list(frames["test"].columns):
+            raise SelfmetaError(f"{path}: train{suffixes[0]} and test{suffixes[0]} have different feature columns "
+                                f"({', '.join(map(str, frames['train'].columns))} / "
+                                f"{', '.join(map(str, frames['test'].columns))})")
+        # Class indices from both files, so that train and test agree.
+        classes = None if labels["train"] is None else labels_from_names(labels["train"] + labels["test"])[1]
+        parts = []
+        for s in ("train", "test") if split == "all" else (split,):
+            if columns is None:
+                parts.append(numeric_dataset(frames[s], labels[s], path.name, files[s], classes))
+            else:
+                parts.append(text_dataset(documents[s], labels[s], path.name, files[s], classes))
+        return parts[0] if len(parts) == 1 else _concat(parts)
+
+
+def _concat(parts: list[Dataset]) -> Dataset:
+    """Datasets of one kind and the same classes -> one, in order."""
+    first = parts[0]
+    x = None if first.x is None else torch.cat([p.x for p in parts])
+    y = None if first.y is None else torch.cat([p.y for p in parts])
+    raw = None if first.raw is None else np.concatenate([p.raw for p in parts])
+    return Dataset(x, y, first.classes, first.modality, first.name, raw)
