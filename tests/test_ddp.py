@@ -56,23 +56,44 @@ DDP_METHODS = [
     "moco", "byol", "barlow", "vicreg",
 ]
 EXTRA_OPTIONS = {"dec": ["method.warmup_epochs=0"]}  # place the centroids at once so DEC's term trains
+# Episodic training: every rank draws its own episodes, and ends in sync.
+DDP_LEARNERS = ["protonet", "maml", "reptile", "psco"]
 
 
-@pytest.mark.parametrize("name", DDP_METHODS)
-def test_torchrun_each_method(tmp_path, name):
+def _episodes(name: str) -> list[str]:
+    if name == "psco":
+        return ["--tasks", "umtra", "--ways", "8", "--shots", "1", "--queries", "1", "method.queue_size=64"]
+    return ["--ways", "5", "--shots", "1", "--queries", "3"]
+
+
+@pytest.fixture(scope="module")
+def ddp_runs(tmp_path_factory):
+    """Every method and meta-learner above, a few steps each, in one pair of torchrun processes
+    (``tests/ddp_jobs.py``: one start and one gloo group for them all). Their run folders, by name."""
     if not TORCHRUN.is_file():
         pytest.skip(f"torchrun not found next to {sys.executable}")
-    run = tmp_path / "RUN"
+    root = tmp_path_factory.mktemp("ddp")
+    jobs = [["pretrain", "--data", "digits", "--out", str(root / name), "--method", name, "--steps", "3",
+             "batch_size=64", "views.hflip=0", "log_every=1", "--no-progress", *EXTRA_OPTIONS.get(name, [])]
+            for name in DDP_METHODS]
+    jobs += [["metatrain", "--data", "digits", "--out", str(root / name), "--method", name, "--steps", "4",
+              "--tasks-per-step", "2", "log_every=1", "views.hflip=0", "--no-progress", *_episodes(name)]
+             for name in DDP_LEARNERS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "selfmeta", "pretrain", "--data", "digits",
-         "--out", str(run), "--method", name, "--steps", "3", "batch_size=64", "views.hflip=0", "log_every=1",
-         "--no-progress", *EXTRA_OPTIONS.get(name, [])],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", str(Path(__file__).with_name("ddp_jobs.py")),
+         json.dumps(jobs)], cwd=root, env=env, capture_output=True, text=True, timeout=600, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return {name: root / name for name in [*DDP_METHODS, *DDP_LEARNERS]}
+
+
+@pytest.mark.parametrize("name", DDP_METHODS + DDP_LEARNERS)
+def test_torchrun_each_method_and_learner(ddp_runs, name):
+    run = ddp_runs[name]
     checksums = json.loads((run / "ranks.json").read_text())["param_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1], checksums
+    assert json.loads((run / "config.json").read_text())["world_size"] == 2
 
 
 def _problem(batch: int = 8):
@@ -119,24 +140,3 @@ def test_gather_with_grad_gives_the_full_batch_gradient(spawn_ranks):
         nt_xent(layer_r(x1[mine]), layer_r(x2[mine]), TEMPERATURE).backward()
         local.append(layer_r.weight.grad)
     assert not torch.allclose(sum(local) / world, layer.weight.grad, rtol=1e-6, atol=1e-8)
-
-
-@pytest.mark.parametrize("name", ["protonet", "maml", "reptile", "psco"])
-def test_torchrun_metatrain(tmp_path, name):
-    """Episodic training under two processes: every rank draws its own episodes, and ends in sync."""
-    if not TORCHRUN.is_file():
-        pytest.skip(f"torchrun not found next to {sys.executable}")
-    run = tmp_path / "RUN"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    shape = ["--tasks", "umtra", "--ways", "8", "--shots", "1", "--queries", "1", "method.queue_size=64"] if name == "psco" \
-        else ["--ways", "5", "--shots", "1", "--queries", "3"]
-    proc = subprocess.run(
-        [str(TORCHRUN), "--standalone", "--nproc_per_node=2", "-m", "selfmeta", "metatrain", "--data", "digits",
-         "--out", str(run), "--method", name, "--steps", "4", "--tasks-per-step", "2", "log_every=1", "views.hflip=0",
-         "--no-progress", *shape],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    checksums = json.loads((run / "ranks.json").read_text())["param_checksums"]
-    assert len(checksums) == 2 and checksums[0] == checksums[1], checksums
-    assert json.loads((run / "config.json").read_text())["world_size"] == 2
