@@ -71,4 +71,6 @@ def build_optimizer(name: str, model: nn.Module, lr: float, weight_decay: float)
         return LARS(groups, lr=lr)
     for g in groups:
         g.pop("lars")
-    return torch.optim.AdamW(groups, lr=lr)
+    # The fused kernel updates each tensor in one pass instead of a dozen foreach passes: 2.4x faster steps
+    # for the fastText encoder, whose 9M embedding weights AdamW updates every step (benchmarks/text_throughput.py).
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
