@@ -170,7 +170,7 @@ def test_the_api_takes_lists_of_strings(tmp_path):
 @pytest.mark.slow
 @pytest.mark.shared_data
 def test_a_short_run_on_sms_spam_beats_tfidf_at_ten_labels_per_class(tmp_path):
-    """30 s of SimCLR on the train split's text (no label), then a linear probe on 10 labels per class,
+    """20 s of SimCLR on the train split's text (no label), then a linear probe on 10 labels per class,
     5 draws: a higher spam F1 than TF-IDF (word 1-2 grams) + logistic regression with the same labels."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -182,7 +182,7 @@ def test_a_short_run_on_sms_spam_beats_tfidf_at_ten_labels_per_class(tmp_path):
 
     path = shared("sms-spam") / "SMSSpamCollection"
     train, test = load_data(path, "train"), load_data(path, "test")
-    assert main(["pretrain", "--data", str(path), "--out", str(tmp_path / "run"), "--time-budget", "30",
+    assert main(["pretrain", "--data", str(path), "--out", str(tmp_path / "run"), "--time-budget", "20",
                  "--no-progress"]) == 0
     backbone, description = load_backbone(tmp_path / "run")
     train_x = embed(backbone, check_compatible(description, train)).numpy()
@@ -197,4 +197,5 @@ def test_a_short_run_on_sms_spam_beats_tfidf_at_ten_labels_per_class(tmp_path):
         ours.append(f1_score(test_y, probe.predict(test_x), pos_label=spam))
         baseline = LogisticRegression(max_iter=2000).fit(train_t[idx], y[idx])
         theirs.append(f1_score(test_y, baseline.predict(test_t), pos_label=spam))
+    print(f"spam F1 at 10 labels per class: {np.mean(ours):.3f} against TF-IDF {np.mean(theirs):.3f}")
     assert np.mean(ours) > np.mean(theirs), (np.mean(ours), np.mean(theirs))
