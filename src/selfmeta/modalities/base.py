@@ -53,7 +53,7 @@ class Preprocessor:
     """Contract: raw items (an object array, ``Dataset.raw``) -> the items tensor, fitted on a training split
     and saved with the run as JSON, so that every later command prepares its data the same way.
 
-    ``fit(raw, **options)`` learns it (options declared in ``options``, set as ``input.NAME=value``);
+    Built as ``cls(**options)`` (declared in ``options``, set as ``input.NAME=value``), then ``fit(raw)`` learns it;
     ``__call__(raw)`` gives ``(N, *item_shape)``; ``to_json``/``from_json`` save it (the weights file's
     description holds it, and the run directory a readable copy, ``file``); ``encoder_inputs`` are the
     constructor arguments every encoder of the modality takes from it (text: the vocabulary).
@@ -63,8 +63,8 @@ class Preprocessor:
     file: ClassVar[str]                      # its copy in a run directory: "tokenizer.json"
     options: ClassVar[dict[str, Option]] = {}
 
-    @classmethod
-    def fit(cls, raw: Any, **options: Any) -> "Preprocessor":
+    def fit(self, raw: Any) -> "Preprocessor":
+        """Learn from the raw items of a training split; returns self."""
         raise NotImplementedError
 
     def __call__(self, raw: Any) -> torch.Tensor:
