@@ -595,9 +595,9 @@ def test_table_label_column_option(tmp_path, ext):
     ds = load_data(path, "all", label_column="y")
     assert ds.x.shape == (20, 3)
     assert [ds.classes[i] for i in ds.y.tolist()] == frame["y"].tolist()
-    # Without the option, "y" is just a non-numeric feature column, named in the error.
-    with pytest.raises(SelfmetaError, match="non-numeric feature columns y"):
-        load_data(path, "all")
+    # Without the option, "y" is just a feature column: a category of an unlabelled record table.
+    records = load_data(path, "all")
+    assert records.modality == "record" and records.y is None and ("y", "category") in records.raw.plan
 
 
 def test_table_without_labels(tmp_path, ext):
@@ -626,8 +626,9 @@ def test_table_non_numeric_feature(tmp_path, ext):
     frame = labelled_frame()
     frame["colour"] = ["red", "blue"] * 10
     path = write_table(frame, tmp_path / f"t.{ext}")
-    with pytest.raises(SelfmetaError, match="colour"):
-        load_data(path, "train")
+    records = load_data(path, "train")  # a category column makes the table a record table, not an error
+    assert records.modality == "record" and ("colour", "category") in records.raw.plan
+    assert records.raw.plan[:3] == [("f1", "number"), ("f2", "number"), ("f3", "number")]
 
 
 def test_table_nullable_and_bool_columns(tmp_path):
@@ -640,8 +641,8 @@ def test_table_nullable_and_bool_columns(tmp_path):
         load_data(write_table(frame, tmp_path / "na.parquet"), "all")
     frame = labelled_frame()
     frame["flag"] = np.arange(20) % 3 == 0
-    with pytest.raises(SelfmetaError, match="non-numeric feature columns flag"):
-        load_data(write_table(frame, tmp_path / "bool.parquet"), "all")
+    records = load_data(write_table(frame, tmp_path / "bool.parquet"), "all")
+    assert records.modality == "record" and ("flag", "category") in records.raw.plan
 
 
 def test_table_missing_label_column(tmp_path, ext):

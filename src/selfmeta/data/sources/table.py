@@ -1,14 +1,25 @@
 """Tables: CSV, TSV, Parquet and JSON Lines files, and a folder of ``train`` and ``test`` tables.
 
-Each row is one item. Without ``text_column`` (``--text-column``) a table is numeric features: every column
-but the label must be numeric (the ``table`` modality). With ``text_column`` (one name or several) each row
-is a document (the ``text`` modality, :mod:`selfmeta.data.sources.text`): the named columns joined with a
-newline, missing values skipped, a row with none kept as the empty string so that items stay in step with
-the rows; the other columns are ignored. Text tables are read with every value as a string, so ``007`` or
-``NA`` stays as written (only an empty field is missing).
+Each row is one item, of one of three kinds of table:
+
+- numeric features (the ``table`` modality, ``x`` float32): without ``columns`` or ``text_column``, when every
+  column but the label is numeric;
+- records (the ``record`` modality, ``raw`` a :class:`~selfmeta.data.records.RecordTable`, ``x`` None): the
+  columns named by ``columns`` (``--columns "Review Text:text,Age:number,Dept"``), in that order, the others
+  ignored; or, without ``columns`` or ``text_column``, every column but the label when one is not numeric
+  (its kinds inferred). Kinds, inference, missing values and image paths: :mod:`selfmeta.data.sources.records`.
+  A folder of ``train``/``test`` tables infers the kinds on ``train`` and reads ``test`` with the same plan;
+- documents (the ``text`` modality, :mod:`selfmeta.data.sources.text`), with ``text_column`` (one name or
+  several): the named columns joined with a newline, missing values skipped, a row with none kept as the empty
+  string so that items stay in step with the rows; the other columns are ignored. ``columns`` and
+  ``text_column`` do not go together (name a text column ``NAME:text`` in ``columns``).
+
+Text and record tables are read with every value as a string (CSV, TSV), so ``007`` or ``NA`` stays as written
+(only an empty field is missing); Parquet and JSON Lines keep their types.
 
 The label column is the one named by ``label_column`` (``--label-column``), else one called ``label``,
-``target`` or ``class`` if present (and not a text column). A label column with a missing value is an error.
+``target`` or ``class`` if present (and not a text column or one of ``columns``). A label column with a
+missing value is an error.
 
 - ``.csv``: a header row, comma-separated, with CSV quoting (a quoted field may hold newlines).
 - ``.tsv``: a header row, tab-separated, no quoting: one line is one row (a ``.tsv`` of a label then numbers
@@ -29,20 +40,23 @@ import csv
 import io
 import json
 from pathlib import Path
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from selfmeta.data.dataset import Dataset, labels_from_names
+from selfmeta.data.records import RecordTable
 from selfmeta.data.source import SOURCES, DataSource
+from selfmeta.data.sources.records import AUTO, Plan, check_columns, parse_columns, read_records, record_dataset
 from selfmeta.data.sources.text import (
     decode_utf8, documents_from_columns, read_bytes, split_of, text_columns, text_dataset,
 )
 from selfmeta.errors import SelfmetaError
 
 DEFAULT_LABEL_COLUMNS = ("label", "target", "class")
+INFERRED = "choose the columns to use with --columns"  # what to do about a column with no value, all inferred
 
 
 def pop_labels(frame: Any, label_column: str | None, where: str | Path,
@@ -64,17 +78,20 @@ def pop_labels(frame: Any, label_column: str | None, where: str | Path,
     return [str(v) for v in labels.tolist()]
 
 
+def non_numeric_columns(frame: Any) -> list[str]:
+    """The columns of a DataFrame that are not numbers (booleans are not)."""
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    # pandas' own dtypes (StringDtype, nullable Int64...) are not numpy dtypes: ask pandas, not np.issubdtype.
+    return [str(c) for c in frame.columns if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)]
+
+
 def numeric_dataset(frame: Any, labels: list[str] | None, name: str, where: str | Path,
                     classes: list[str] | None = None) -> Dataset:
     """A DataFrame of feature columns (label popped) -> Dataset of float32 rows."""
     if frame.shape[1] == 0 or len(frame) == 0:
         raise SelfmetaError(f"{where}: the table has no feature columns or no rows")
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    # pandas' own dtypes (StringDtype, nullable Int64...) are not numpy dtypes: ask pandas, not np.issubdtype.
-    non_numeric = [
-        str(c) for c in frame.columns if not is_numeric_dtype(frame[c].dtype) or is_bool_dtype(frame[c].dtype)
-    ]
+    non_numeric = non_numeric_columns(frame)
     if non_numeric:
         raise SelfmetaError(f"{where}: non-numeric feature columns {', '.join(non_numeric)}; encode them, "
                             "name the label column, or name text columns (--text-column)")
@@ -85,16 +102,45 @@ def numeric_dataset(frame: Any, labels: list[str] | None, name: str, where: str 
     return Dataset(x, y, classes or [], "table", name)
 
 
+def table_plans(text_column: str | Sequence[str] | None,
+                columns: str | Sequence[str] | None) -> tuple[list[str] | None, Plan | None]:
+    """The ``text_column`` and ``columns`` options -> (text column names, column plan), at most one not None."""
+    texts, plan = text_columns(text_column), parse_columns(columns)
+    if texts is not None and plan is not None:
+        raise SelfmetaError("--columns and --text-column do not go together; "
+                            "name a text column in --columns as NAME:text")
+    return texts, plan
+
+
 def table_to_dataset(frame: Any, name: str, label_column: str | None = None, text_column: Sequence[str] | None = None,
-                     where: str | Path | None = None, classes: list[str] | None = None) -> Dataset:
-    """A pandas DataFrame -> Dataset: numeric rows, or documents from ``text_column`` (labels if a label column
-    is found). ``where`` names the file in errors (default ``name``)."""
+                     where: str | Path | None = None, classes: list[str] | None = None,
+                     columns: str | Sequence[str] | None = None, folder: str | Path | None = None,
+                     reread: Callable[[], Any] | None = None) -> Dataset:
+    """A pandas DataFrame -> Dataset (labels if a label column is found): documents from ``text_column``, records
+    of the ``columns`` plan, numeric rows when every other column is numeric, else records of every other column.
+
+    ``where`` names the file in errors (default ``name``); ``folder`` is where image paths are relative to
+    (default: the current folder); ``reread`` gives the table again with every value a string as written, for
+    records found in a frame read with types (a CSV file)."""
     where = name if where is None else where
-    columns = text_columns(text_column)
-    if columns is None:
-        return numeric_dataset(frame, pop_labels(frame, label_column, where), name, where, classes)
-    documents = documents_from_columns(frame, columns, where)  # first: a missing text column lists every column
-    return text_dataset(documents, pop_labels(frame, label_column, where, columns), name, where, classes)
+    folder = Path("." if folder is None else folder)
+    texts, plan = table_plans(text_column, columns)
+    if texts is not None:
+        documents = documents_from_columns(frame, texts, where)  # first: a missing text column lists every column
+        return text_dataset(documents, pop_labels(frame, label_column, where, texts), name, where, classes)
+    if plan is not None:
+        check_columns(frame, plan, label_column, where)
+        labels = pop_labels(frame, label_column, where, [n for n, _ in plan])
+        return record_dataset(read_records(frame, plan, where, folder), labels, name, classes)
+    labels = pop_labels(frame, label_column, where)
+    if frame.shape[1] == 0 or not non_numeric_columns(frame):
+        return numeric_dataset(frame, labels, name, where, classes)
+    if reread is not None:
+        frame = reread()
+        labels = pop_labels(frame, label_column, where)
+    frame = frame.rename(columns=str)
+    plan = [(c, AUTO) for c in frame.columns]
+    return record_dataset(read_records(frame, plan, where, folder, hint=INFERRED), labels, name, classes)
 
 
 def _read_jsonl(data: bytes, path: Path) -> Any:
@@ -119,11 +165,13 @@ def _read_jsonl(data: bytes, path: Path) -> Any:
 
 class _Table(DataSource):
     suffix: str
-    options = ("label_column", "text_column")
+    options = ("label_column", "text_column", "columns")
     catch_all = True  # any file with the suffix: formats with a closer look (a timestamped CSV) go first
 
     def detect(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() == self.suffix
+
+    typed_only = False  # read() keeps the file's types whatever ``text`` says (Parquet, JSON Lines)
 
     def read(self, path: Path, text: bool) -> Any:
         """The file as a DataFrame; ``text``: every value a string (only an empty field missing)."""
@@ -139,9 +187,12 @@ class _Table(DataSource):
             raise SelfmetaError(message.splitlines()[0]) from None
 
     def load(self, path: Path, split: str, label_column: str | None = None,
-             text_column: str | Sequence[str] | None = None, **options: Any) -> Dataset:
-        columns = text_columns(text_column)
-        dataset = table_to_dataset(self.frame(path, columns is not None), path.stem, label_column, columns, path)
+             text_column: str | Sequence[str] | None = None, columns: str | Sequence[str] | None = None,
+             **options: Any) -> Dataset:
+        as_text = text_column is not None or columns is not None
+        reread = None if self.typed_only else (lambda: self.frame(path, True))
+        dataset = table_to_dataset(self.frame(path, as_text), path.stem, label_column, text_column, path,
+                                   columns=columns, folder=path.parent, reread=reread)
         return split_of(dataset, split, path)
 
 
@@ -182,6 +233,7 @@ class JSONLines(_Table):
     name = "jsonl"
     description = "JSON Lines, one object a row: numeric features or --text-column, optional --label-column"
     suffix = ".jsonl"
+    typed_only = True
 
     def read(self, path: Path, text: bool) -> Any:
         data = read_bytes(path)
@@ -194,6 +246,7 @@ class Parquet(_Table):
     name = "parquet"
     description = "Parquet table: numeric features or --text-column, optional label column (--label-column)"
     suffix = ".parquet"
+    typed_only = True
 
     def read(self, path: Path, text: bool) -> Any:
         import pandas as pd
@@ -213,37 +266,56 @@ def _split_tables(folder: Path) -> list[str]:
 class TableFolder(DataSource):
     name = "tablefolder"
     description = "a folder with train.<ext> and test.<ext> tables (csv, tsv, parquet, jsonl) as its train/test splits"
-    options = ("label_column", "text_column")
+    options = ("label_column", "text_column", "columns")
 
     def detect(self, path: Path) -> bool:
         return path.is_dir() and bool(_split_tables(path))
 
     def load(self, path: Path, split: str, label_column: str | None = None,
-             text_column: str | Sequence[str] | None = None, **options: Any) -> Dataset:
+             text_column: str | Sequence[str] | None = None, columns: str | Sequence[str] | None = None,
+             **options: Any) -> Dataset:
         suffixes = _split_tables(path)
         if len(suffixes) != 1:
             raise SelfmetaError(f"{path}: expected one train.<ext> and test.<ext> pair ({', '.join(TABLES)}), found "
                                 + (" and ".join(f"train{s}/test{s}" for s in suffixes) or "none"))
-        source, columns = TABLES[suffixes[0]](), text_columns(text_column)
+        source, (texts, plan) = TABLES[suffixes[0]](), table_plans(text_column, columns)
         files = {s: path / f"{s}{suffixes[0]}" for s in ("train", "test")}
-        frames = {s: source.frame(f, columns is not None) for s, f in files.items()}
-        documents = {s: documents_from_columns(frames[s], columns, files[s]) for s in files} if columns else {}
-        labels = {s: pop_labels(frames[s], label_column, files[s], columns or ()) for s in files}
+        frames = {s: source.frame(f, texts is not None or plan is not None) for s, f in files.items()}
+        documents = {s: documents_from_columns(frames[s], texts, files[s]) for s in files} if texts else {}
+        for s in files if plan is not None else ():
+            check_columns(frames[s], plan, label_column, files[s])
+        exclude = texts or [n for n, _ in plan or ()]
+        labels = {s: pop_labels(frames[s], label_column, files[s], exclude) for s in files}
         if (labels["train"] is None) != (labels["test"] is None):
             raise SelfmetaError(f"{path}: one of train{suffixes[0]} and test{suffixes[0]} has a label column, "
                                 "the other not; name it with --label-column")
-        if columns is None and list(frames["train"].columns) != list(frames["test"].columns):
-            raise SelfmetaError(f"{path}: train{suffixes[0]} and test{suffixes[0]} have different feature columns "
-                                f"({', '.join(map(str, frames['train'].columns))} / "
-                                f"{', '.join(map(str, frames['test'].columns))})")
+        hint = "drop it from --columns"
+        if texts is None and plan is None:
+            if list(frames["train"].columns) != list(frames["test"].columns):
+                raise SelfmetaError(f"{path}: train{suffixes[0]} and test{suffixes[0]} have different feature "
+                                    f"columns ({', '.join(map(str, frames['train'].columns))} / "
+                                    f"{', '.join(map(str, frames['test'].columns))})")
+            if frames["train"].shape[1] and any(non_numeric_columns(frames[s]) for s in files):
+                if not source.typed_only:  # records: read again with every value a string as written
+                    frames = {s: source.frame(f, True) for s, f in files.items()}
+                    labels = {s: pop_labels(frames[s], label_column, files[s]) for s in files}
+                frames = {s: frame.rename(columns=str) for s, frame in frames.items()}
+                plan, hint = [(c, AUTO) for c in frames["train"].columns], INFERRED
         # Class indices from both files, so that train and test agree.
         classes = None if labels["train"] is None else labels_from_names(labels["train"] + labels["test"])[1]
+        tables: dict[str, RecordTable] = {}
+        if plan is not None:  # the kinds inferred on train, and test read with the same plan
+            tables["train"] = read_records(frames["train"], plan, files["train"], path, hint=hint)
+            tables["test"] = read_records(frames["test"], tables["train"].plan, files["test"], path,
+                                          require_values=False)
         parts = []
         for s in ("train", "test") if split == "all" else (split,):
-            if columns is None:
-                parts.append(numeric_dataset(frames[s], labels[s], path.name, files[s], classes))
-            else:
+            if texts is not None:
                 parts.append(text_dataset(documents[s], labels[s], path.name, files[s], classes))
+            elif plan is not None:
+                parts.append(record_dataset(tables[s], labels[s], path.name, classes))
+            else:
+                parts.append(numeric_dataset(frames[s], labels[s], path.name, files[s], classes))
         return parts[0] if len(parts) == 1 else _concat(parts)
 
 
@@ -252,5 +324,10 @@ def _concat(parts: list[Dataset]) -> Dataset:
     first = parts[0]
     x = None if first.x is None else torch.cat([p.x for p in parts])
     y = None if first.y is None else torch.cat([p.y for p in parts])
-    raw = None if first.raw is None else np.concatenate([p.raw for p in parts])
+    if first.raw is None:
+        raw = None
+    elif isinstance(first.raw, RecordTable):
+        raw = RecordTable.concat([p.raw for p in parts])
+    else:
+        raw = np.concatenate([p.raw for p in parts])
     return Dataset(x, y, first.classes, first.modality, first.name, raw)
