@@ -20,7 +20,7 @@ PLUGINS = (
     [(f"method {n}", METHODS.get(n), BUILT_BY_ENGINE) for n in METHODS]
     + [(f"meta-learner {n}", METALEARNERS.get(n), BUILT_BY_ENGINE) for n in METALEARNERS]
     + [(f"encoder {n}", ENCODERS.get(n), ("input_shape", *ENCODERS.get(n).inputs)) for n in ENCODERS]
-    + [(f"views {n}", MODALITIES.get(n).views, VIEW_ARGS) for n in MODALITIES]
+    + [(f"views {n}", MODALITIES.get(n).views, (*VIEW_ARGS, *MODALITIES.get(n).views.inputs)) for n in MODALITIES]
     + [(f"input {n}", MODALITIES.get(n).preprocessor, ()) for n in MODALITIES if MODALITIES.get(n).preprocessor]
     + [(f"tasks {n}", TASKS.get(n), TASK_ARGS) for n in TASKS]
     + [(f"detector {n}", DETECTORS.get(n), ()) for n in DETECTORS]

@@ -62,9 +62,9 @@ def test_builtin_sources():
 
 
 def test_builtin_encoders():
-    assert ENCODERS.names() == ["conv4", "fasttext", "mlp", "resnet18", "resnet1d", "transformer", "ts2vec"]
+    assert ENCODERS.names() == ["conv4", "fasttext", "fusion", "mlp", "resnet18", "resnet1d", "transformer", "ts2vec"]
     assert all(issubclass(ENCODERS.get(n), Encoder) for n in ENCODERS.names())
-    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, fasttext, mlp, resnet18, resnet1d, transformer, ts2vec"):
+    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, fasttext, fusion, mlp, resnet18, resnet1d, transformer, ts2vec"):
         ENCODERS.get("vit")
 
 
@@ -75,15 +75,15 @@ def test_builtin_methods():
     options = declared_options(simclr, BUILT_BY_ENGINE)
     assert {n: d.default for n, d in options.items()} == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
     assert options["temperature"].kind == "float" and options["proj_dim"].kind == "int"
-    expected = ["barlow", "byol", "contrastive", "dec", "deepcluster", "moco", "reconstruction", "rotation",
-                "sela", "simclr", "triplet", "ts2vec", "vicreg"]
+    expected = ["barlow", "byol", "contrastive", "crossmodal", "dec", "deepcluster", "maskedcolumns", "moco",
+                "reconstruction", "rotation", "sela", "simclr", "triplet", "ts2vec", "vicreg"]
     assert METHODS.names() == expected
     with pytest.raises(SelfmetaError, match="unknown method 'dino'; valid: barlow, byol, .*simclr"):
         METHODS.get("dino")
 
 
 def test_builtin_modalities():
-    assert MODALITIES.names() == ["image", "series", "table", "text"]
+    assert MODALITIES.names() == ["image", "record", "series", "table", "text"]
 
 
 def test_class_names_sort_numbers_by_value():

@@ -2,6 +2,7 @@
 
     selfmeta quickstart [--out DIR]
     selfmeta pretrain --data PATH --method simclr --encoder conv4 --out RUN_DIR [--epochs N | --time-budget S]
+                      [--columns "Review Text:text,Age:number,Department Name:category,photo:image"]
                       [--only-class NAME] [--config FILE] [key=value ...] [--resume]
     selfmeta metatrain --data PATH [--tasks labels|umtra|cactus|metacontrastive]
                        --method protonet|maml|fomaml|metasgd|reptile|triplet|contrastive
@@ -9,11 +10,12 @@
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
                       [--adapt prototype|cosine|logreg|finetune]
+    selfmeta evaluate RUN_DIR --data PATH --protocol tip|finetune --labels-per-class K [--seeds 5] [steps=50 ...]
     selfmeta evaluate RUN_DIR --data PATH --protocol anomaly --normal-class NAME [--detector knn] [key=value ...]
     selfmeta detect RUN_DIR --data PATH [--detector NAME] [--split test] --out scores.csv [--threshold T]
                     [--plot FILE.png] [--windows FILE.json] [key=value ...]
     selfmeta nab --data NAB_DIR --detector NAME --out DIR [--encoder RUN_DIR] [key=value ...]
-    selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet
+    selfmeta embed RUN_DIR --data PATH --out FILE.npy|FILE.parquet [--part text]
     selfmeta download mnist|cifar10|omniglot [--root DIR]
     selfmeta list
 """
@@ -45,11 +47,15 @@ def _data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--label-column", default=None, help="tables, text: the label column (default: label/target/class)")
     p.add_argument("--text-column", action="append", default=None, metavar="NAME",
                    help="tables (CSV, TSV, Parquet, JSON Lines): a text column; repeat it to join several")
+    p.add_argument("--columns", action="append", default=None, metavar="NAME:KIND,...",
+                   help="records: the columns used and their kinds number|category|text|image|auto; "
+                        "repeat or join with commas")
     p.add_argument("--window", type=int, default=None, help="one long series (a timestamped CSV): steps per item")
     p.add_argument("--stride", type=int, default=None, help="one long series: steps between windows (default: --window)")
 
 
-SOURCE_FLAGS = ("label_column", "text_column", "window", "stride")  # data flags that are options of a source's load
+# data flags that are options of a source's load
+SOURCE_FLAGS = ("label_column", "text_column", "columns", "window", "stride")
 
 
 def _load(args: argparse.Namespace, split: str | None = None):
@@ -124,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
-    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | anomaly")
+    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | anomaly | tip (a "
+                   "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels); "
+                   "tip and finetune need --labels-per-class")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
@@ -135,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "items of class NAME; the test split's items of that class are normal, the others anomalies")
     p.add_argument("--detector", default=None, help=f"anomaly: {' | '.join(DETECTORS.names())} (default: knn)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="anomaly: options of the detector (k=10 "
-                   "metric=euclidean) or of its threshold (contamination=0.05, fpr=0.01)")
+                   "metric=euclidean) or of its threshold (contamination=0.05, fpr=0.01); finetune: steps=50 "
+                   "lr=1e-4 head_lr=1e-2 weight_decay=0.01 batch_size=32")
 
     p = sub.add_parser("detect", help="score items or one long series for anomalies; write scores.csv and a plot",
                        epilog="Items (images, tables, series items): the detector fits the train split, taken as "
@@ -181,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     _data_args(p, "all")
     p.add_argument("--out", required=True, help="FILE.npy or FILE.parquet")
+    p.add_argument("--part", default=None, help="records: one column kind's own embedding before fusion "
+                   "(number, category, text, image) instead of the fused features")
 
     p = sub.add_parser("download", help="download a data set from its official address (checksummed)")
     p.add_argument("name", help="mnist | cifar10 | omniglot")
@@ -244,11 +255,11 @@ def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
                       "final_loss": result.history[-1]["loss"] if result.history else None}))
 
 
-def _features(run_dir: str, data) -> np.ndarray:
+def _features(run_dir: str, data, part: str | None = None) -> np.ndarray:
     from selfmeta.engine.model import check_compatible, embed, load_backbone
 
     backbone, description = load_backbone(run_dir)
-    return embed(backbone, check_compatible(description, data)).numpy()
+    return embed(backbone, check_compatible(description, data), part=part).numpy()
 
 
 # --- anomaly detection: one-class selection, detectors from key=value options, detect and nab ----------------
@@ -432,14 +443,23 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.files import atomic_write
-    from selfmeta.evaluation import PROTOCOLS, run_protocol
+    from selfmeta.evaluation import ADAPT_PROTOCOLS, PROTOCOLS, run_protocol
 
-    protocols = (*PROTOCOLS, "fewshot", "anomaly")
+    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS)
     if args.protocol not in protocols:
         raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(protocols)}")
-    if args.protocol != "anomaly" and (args.overrides or args.normal_class or args.detector):
-        given = args.overrides[0] if args.overrides else "--normal-class" if args.normal_class else "--detector"
-        raise SelfmetaError(f"{given} is for --protocol anomaly, not {args.protocol}")
+    if args.protocol != "anomaly" and (args.normal_class or args.detector) or args.overrides and args.protocol not in (
+            "anomaly", "finetune"):
+        given = "--normal-class" if args.normal_class else "--detector" if args.detector else args.overrides[0]
+        raise SelfmetaError(f"{given} is for --protocol anomaly{'' if given.startswith('--') else ' or finetune'}, "
+                            f"not {args.protocol}")
+    if args.protocol in ADAPT_PROTOCOLS and args.labels_per_class is None:
+        raise SelfmetaError(f"--protocol {args.protocol} needs --labels-per-class K: it adapts to K labelled items "
+                            "per class, drawn --seeds times")
+    if args.protocol == "finetune":  # its options checked before any data is read
+        from selfmeta.evaluation.adapt import check_finetune_options
+
+        finetune_options = check_finetune_options(key_values(args.overrides))
     run_dir = Path(args.run_dir)
     if run_dir.is_dir() and not os.access(run_dir, os.W_OK):  # say so before the work, not after it
         raise SelfmetaError(f"{run_dir} is not writable: evaluate writes its result to {run_dir / 'metrics.json'}")
@@ -448,6 +468,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result = _fewshot(args, test)
     elif args.protocol == "anomaly":
         result = _anomaly(args, test)
+    elif args.protocol == "tip":
+        from selfmeta.evaluation import run_tip
+
+        train = _load(args, "train")
+        result = run_tip(_features(args.run_dir, train), train.require_labels().numpy(), _features(args.run_dir, test),
+                         test.require_labels().numpy(), args.labels_per_class, args.seeds)
+    elif args.protocol == "finetune":
+        import torch
+
+        from selfmeta.engine.model import check_compatible, load_backbone
+        from selfmeta.evaluation import finetune_probe
+
+        backbone, description = load_backbone(args.run_dir)
+        train = check_compatible(description, _load(args, "train"))
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        result = {"protocol": "finetune", **finetune_probe(backbone, train, check_compatible(description, test),
+                                                           args.labels_per_class, args.seeds, device, **finetune_options),
+                  "finetune_options": finetune_options}
     else:
         test_y = test.require_labels().numpy()
         train_x = train_y = None
@@ -481,7 +519,7 @@ def cmd_embed(args: argparse.Namespace) -> None:
     if out.suffix not in (".npy", ".parquet"):
         raise SelfmetaError(f"--out must end in .npy or .parquet, got {out.name}")
     data = _load(args)
-    features = _features(args.run_dir, data)
+    features = _features(args.run_dir, data, args.part)
     if out.suffix == ".npy":
         atomic_write(out, lambda tmp: np.save(open(tmp, "wb"), features))
     else:
@@ -700,7 +738,8 @@ def cmd_list(args: argparse.Namespace) -> None:
         modality = MODALITIES.get(name)
         pre = modality.preprocessor
         entry(name, f"{modality.description}; default encoder {modality.default_encoder}",
-              [f"views: {modality.views.description}"] + describe_options(modality.views, VIEW_ARGS)
+              [f"views: {modality.views.description}"]
+              + describe_options(modality.views, (*VIEW_ARGS, *modality.views.inputs))
               + ([f"input: the {pre.kind}, fitted on the training split, saved in the run ({pre.file})"]
                  + describe_options(pre) if pre else []))
     print("encoders (encoder.NAME=VALUE):")
@@ -717,7 +756,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TASKS:
         cls = TASKS.get(name)
         entry(name, cls.description, describe_options(cls, TASK_ARGS), cls.paper)
-    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly")))
+    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly", "tip", "finetune")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
     print("anomaly detectors on items (evaluate --protocol anomaly, detect; NAME=VALUE; the threshold takes "
           f"{', '.join(ESTIMATOR_OPTIONS)}):")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from selfmeta.data.records import RecordTable
 from selfmeta.encoders import ENCODERS, Backbone, Encoder, build_encoder, to_unit
 from selfmeta.errors import SelfmetaError
 from selfmeta.modalities import MODALITIES, get_modality
@@ -18,10 +19,18 @@ SHAPES = {  # id: (modality, item shape)
     "series3x50": ("series", (3, 50)),
     "series1x33": ("series", (1, 33)),
     "text16": ("text", (16,)),
+    "record18": ("record", (18,)),   # a number, a category and a text column of 16 tokens
 }
 
 DOCUMENTS = np.array(["the cat sat on the mat", "a dog ran in the park, fast", "cats and dogs", "free prize: call now!",
                       "see you at the park tomorrow", "the mat is red"], dtype=object)
+
+# Records: every column missing in one of the first four rows, so that each "missing" token gets a gradient.
+RAW = {"text": DOCUMENTS, "record": RecordTable(
+    {"price": np.array([np.nan, 2.0, 3.5, 1.0, 9.0, 4.0]),
+     "colour": np.array(["red", None, "blue", "red", "green", "blue"], dtype=object),
+     "review": np.array(list(DOCUMENTS[:2]) + [None] + list(DOCUMENTS[3:]), dtype=object)},
+    {"price": "number", "colour": "category", "review": "text"})}
 
 
 def sample(modality: str, shape: tuple[int, ...], b: int) -> tuple[torch.Tensor, dict]:
@@ -32,8 +41,10 @@ def sample(modality: str, shape: tuple[int, ...], b: int) -> tuple[torch.Tensor,
         if spec.missing_values:
             x[0, ..., shape[-1] // 2 :] = float("nan")               # a shorter series, padded with NaN
         return x, {}
-    preprocessor = spec.preprocessor(vocab_size=60, max_length=shape[0], min_frequency=1).fit(DOCUMENTS)
-    return spec.to_model(preprocessor(DOCUMENTS[:b]), "cpu"), preprocessor.encoder_inputs()
+    preprocessor = spec.preprocessor(vocab_size=60, max_length=16, min_frequency=1).fit(RAW[modality])
+    x = spec.to_model(preprocessor(RAW[modality][:b]), "cpu")
+    assert x.shape[1:] == shape
+    return x, preprocessor.encoder_inputs()
 
 
 def batch_size(name: str) -> int:
@@ -112,7 +123,7 @@ def test_mlp_options_and_features():
 def test_unknown_encoder():
     with pytest.raises(SelfmetaError, match="unknown encoder 'conv5'") as info:
         build_encoder("conv5", (1, 28, 28), "image")
-    assert "conv4, fasttext, mlp, resnet18" in str(info.value)
+    assert "conv4, fasttext, fusion, mlp, resnet18" in str(info.value)
 
 
 def test_backbone_normalizes_with_training_statistics():

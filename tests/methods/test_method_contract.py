@@ -5,9 +5,13 @@ The hooks and outputs follow the contract. New methods and new modalities get th
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from selfmeta.data.dataset import Dataset
 from selfmeta.engine import TrainConfig, train
@@ -41,8 +45,29 @@ def _text(g):
     return np.array([" ".join(WORDS[w[:n]]) for w, n in zip(words, lengths)], dtype=object)
 
 
-EXAMPLES = {"image": _image, "table": _table, "series": _series, "text": _text}
-ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d", "text": "fasttext"}
+def _record(g):
+    """Records of a number, a category, a text and an image column, each missing somewhere."""
+    from selfmeta.data.records import RecordTable
+
+    n = 96
+    number = torch.randn(n, generator=g).double().numpy()
+    number[::9] = np.nan
+    category = np.array([None if i % 11 == 0 else "xyz"[i % 3] for i in range(n)], dtype=object)
+    text = _text(g)
+    text[::5] = None
+    folder = Path(tempfile.mkdtemp(prefix="selfmeta-records-"))
+    image = np.empty(n, dtype=object)
+    for i in range(n):
+        if i % 4:
+            path = folder / f"{i}.png"
+            Image.fromarray(torch.randint(0, 256, (6, 6, 3), generator=g, dtype=torch.uint8).numpy()).save(path)
+            image[i] = str(path)
+    return RecordTable({"price": number, "colour": category, "review": text, "photo": image},
+                       {"price": "number", "colour": "category", "review": "text", "photo": "image"})
+
+
+EXAMPLES = {"image": _image, "table": _table, "series": _series, "text": _text, "record": _record}
+ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d", "text": "fasttext", "record": "fusion"}
 VIEWS = {"image": {"hflip": 0.0}}
 
 
@@ -51,9 +76,10 @@ def tiny(modality: str) -> Dataset:
     g = torch.Generator().manual_seed(0)
     items = EXAMPLES[modality](g)
     y, classes = torch.arange(96) % 4, ["a", "b", "c", "d"]
-    if isinstance(items, np.ndarray):
+    if not isinstance(items, torch.Tensor):
         data = Dataset(None, y, classes, modality, "tiny", raw=items)
-        return fit_preprocessor(TrainConfig(input_options={"vocab_size": 64, "max_length": 16}), data)
+        options = {"vocab_size": 64, "max_length": 16, **({"image_size": 8} if modality == "record" else {})}
+        return fit_preprocessor(TrainConfig(input_options=options), data)
     return Dataset(items, y, classes, modality, "tiny")
 
 

@@ -5,7 +5,8 @@ Every encoder (timm's habit):
   ``(C, T)`` or ``(L,)`` from the data, ``inputs`` what the modality's fitted preprocessor tells every
   encoder of that modality (text: ``vocabulary``, the token strings by id), and its options declared in
   ``options`` (:mod:`selfmeta.options`);
-- has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``.
+- has ``num_features``, the size of ``forward_features(x)`` = ``(B, num_features)``;
+- may have ``parts`` (records: the column kinds), each embedded apart by ``forward_part(x, part)``.
 Text encoders also have ``vocab_size`` (the ids they embed), which heads that predict tokens read.
 Methods never reach inside an encoder: they put their projection heads on top of ``forward_features``.
 """
@@ -32,6 +33,15 @@ class Encoder(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, *input_shape) normalized inputs -> (B, num_features)."""
         raise NotImplementedError
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """Names of the parts whose own embedding ``forward_part`` gives (records: the column kinds)."""
+        return ()
+
+    def forward_part(self, x: torch.Tensor, part: str) -> torch.Tensor:
+        """(B, *input_shape) -> (B, f): the embedding of one part of the item, before it is fused."""
+        raise SelfmetaError(f"encoder {type(self).__name__} has no parts to embed apart (it has one input)")
 
 
 ENCODERS: Registry[type[Encoder]] = Registry("encoder")
@@ -71,6 +81,17 @@ class Normalize(nn.Module):
         return (x - self.mean) / self.std
 
 
+class Unnormalized(Normalize):
+    """Items the encoder standardizes itself, or that are not numbers (token ids; records, whose preprocessor
+    scales each number column): the identity, with no statistics."""
+
+    def __init__(self) -> None:
+        nn.Module.__init__(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 def to_unit(x: torch.Tensor) -> torch.Tensor:
     """uint8 images -> float in [0, 1]; float data unchanged (as float32)."""
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float()
@@ -90,3 +111,7 @@ class Backbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.forward_features(self.normalize(x))
+
+    def part(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        """The embedding of part ``name`` of the items (``Encoder.forward_part``)."""
+        return self.encoder.forward_part(self.normalize(x), name)

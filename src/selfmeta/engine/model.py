@@ -38,7 +38,7 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
     inputs = data.preprocessor.encoder_inputs() if data.preprocessor is not None else {}
     encoder = build_encoder(cfg.encoder, data.input_shape, data.modality, inputs, **cfg.encoder_options)
     normalize = modality.normalizer(data.take(torch.arange(min(len(data), NORMALIZATION_SAMPLE))))
-    views = modality.build_views(data.input_shape, normalize, cfg.view_options)
+    views = modality.build_views(data.input_shape, normalize, cfg.view_options, inputs)
     if cfg.tasks is not None:
         spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
         return method_cls(Backbone(normalize, encoder), views, spec, **method_options)
@@ -159,11 +159,21 @@ def load_backbone(run_dir: str | Path) -> tuple[Backbone, dict[str, Any]]:
 
 
 @torch.no_grad()
-def embed(backbone: Backbone, data: Dataset, batch_size: int = 1024, device: str | torch.device = "cpu") -> torch.Tensor:
-    """Frozen features (N, num_features) of every item of ``data``, computed in batches taken by index."""
+def embed(backbone: Backbone, data: Dataset, batch_size: int = 1024, device: str | torch.device = "cpu",
+          part: str | None = None) -> torch.Tensor:
+    """Frozen features (N, num_features) of every item of ``data``, computed in batches taken by index;
+    with ``part``, that part's own embedding (records: a column kind's, ``Encoder.forward_part``)."""
     modality = data.spec
     backbone = backbone.to(device).eval().to(memory_format=modality.layout(True))
-    out = [backbone(modality.to_model(data.take(torch.arange(i, min(i + batch_size, len(data)))), device, True))
+    if part is not None and part not in backbone.encoder.parts:
+        parts = backbone.encoder.parts
+        raise SelfmetaError(f"--part {part}: the model's encoder has " + (
+            f"the parts {', '.join(parts)}" if parts else "no parts to embed apart (it takes one kind of input)"))
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        return backbone(x) if part is None else backbone.part(x, part)
+
+    out = [features(modality.to_model(data.take(torch.arange(i, min(i + batch_size, len(data)))), device, True))
            .float().cpu() for i in range(0, len(data), batch_size)]
     return torch.cat(out)
 

@@ -103,7 +103,8 @@ class MAML(MetaLearner):
             return self.task_logits(self.adapt(params, s, support_y, ways, steps, first_order), q)
 
         with batch_statistics(self.backbone):
-            return vmap(task)(support, query)
+            # Each task draws its own dropout masks (encoders with dropout: the record fusion's Transformer).
+            return vmap(task, randomness="different")(support, query)
 
     # --- the meta-step ----------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor, index: torch.Tensor) -> StepOutput:

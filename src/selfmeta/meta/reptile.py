@@ -49,7 +49,7 @@ class Reptile(MAML):
             return fast, F.cross_entropy(self.task_logits(fast, items), labels)
 
         with batch_statistics(self.backbone):
-            phi, task_loss = vmap(task)(tasks)                                     # each entry (T, *shape)
+            phi, task_loss = vmap(task, randomness="different")(tasks)            # each entry (T, *shape)
         params = dict(self.backbone.named_parameters())
         loss = sum(0.5 * (params[k] - phi[k].mean(0)).pow(2).sum() for k in params)
         with torch.no_grad():

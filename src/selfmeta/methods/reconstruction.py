@@ -154,6 +154,7 @@ class Reconstruction(Method):
         "Vincent et al., Extracting and Composing Robust Features with Denoising Autoencoders, ICML 2008; "
         "He et al., Masked Autoencoders Are Scalable Vision Learners, CVPR 2022"
     )
+    modalities = ("image", "table", "series", "text")  # records: maskedcolumns
     options = {
         "mask_ratio": Option("fraction of patches (images), time steps (series) or features (tables) hidden",
                              ge=0, lt=1),

@@ -47,6 +47,7 @@ class Views(nn.Module):
 
     description: str = ""
     options: dict[str, Option] = {}
+    inputs: tuple[str, ...] = ()  # constructor arguments the modality's preprocessor supplies (records: columns)
 
 
 class Preprocessor:
@@ -56,7 +57,8 @@ class Preprocessor:
     Built as ``cls(**options)`` (declared in ``options``, set as ``input.NAME=value``), then ``fit(raw)`` learns it;
     ``__call__(raw)`` gives ``(N, *item_shape)``; ``to_json``/``from_json`` save it (the weights file's
     description holds it, and the run directory a readable copy, ``file``); ``encoder_inputs`` are the
-    constructor arguments every encoder of the modality takes from it (text: the vocabulary).
+    constructor arguments every encoder of the modality takes from it (text: the vocabulary; records: the
+    column plan and the vocabulary), which the views also read (``Views.inputs``).
     """
 
     kind: ClassVar[str]                      # for messages: "tokenizer"
@@ -156,10 +158,13 @@ class Modality:
         shape = self.stat_shape(input_shape)
         return Normalize(torch.zeros(shape), torch.ones(shape))
 
-    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any]) -> Views:
-        """The view family with checked options (the statistics are passed where the family takes them)."""
-        checked = check_options(f"{self.name} views", self.views, options, VIEW_ARGS)
-        return self.views(input_shape, **checked)
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> Views:
+        """The view family with checked options (the statistics are passed where the family takes them);
+        ``inputs``: what the fitted preprocessor tells the views (``Views.inputs``: records, the column plan)."""
+        checked = check_options(f"{self.name} views", self.views, options, (*VIEW_ARGS, *self.views.inputs))
+        given = {n: (inputs or {})[n] for n in self.views.inputs}
+        return self.views(input_shape, **given, **checked)
 
     def layout(self, channels_last: bool) -> torch.memory_format:
         return torch.channels_last if channels_last and self.channels_last else torch.contiguous_format

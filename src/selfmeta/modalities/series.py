@@ -129,7 +129,8 @@ class Series(Modality):
     views = SeriesViews
     missing_values = True
 
-    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any]) -> Views:
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> Views:
         checked = check_options(f"{self.name} views", self.views, options, VIEW_ARGS)
         return self.views(input_shape, std=normalize.std, **checked)
 

@@ -55,6 +55,7 @@ class Table(Modality):
     default_encoder = "mlp"
     views = TableViews
 
-    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any]) -> Views:
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> Views:
         checked = check_options(f"{self.name} views", self.views, options, VIEW_ARGS)
         return self.views(input_shape, mean=normalize.mean, std=normalize.std, **checked)

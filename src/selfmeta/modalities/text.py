@@ -27,9 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from selfmeta.encoders.base import Normalize
+from selfmeta.encoders.base import Normalize, Unnormalized
 from selfmeta.errors import SelfmetaError
 from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Preprocessor, Views
 from selfmeta.options import Option, check_options
@@ -201,16 +200,6 @@ class TextViews(Views):
         return x
 
 
-class Unnormalized(Normalize):
-    """Token ids are not standardized: the identity, with no statistics."""
-
-    def __init__(self) -> None:
-        nn.Module.__init__(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
 @MODALITIES.register("text")
 class Text(Modality):
     name = "text"
@@ -243,7 +232,8 @@ class Text(Modality):
     def placeholder_normalizer(self, input_shape: tuple[int, ...]) -> Normalize:
         return Unnormalized()
 
-    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any]) -> Views:
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> Views:
         return self.views(input_shape, **check_options(f"{self.name} views", self.views, options, VIEW_ARGS))
 
     def to_model(self, x: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:

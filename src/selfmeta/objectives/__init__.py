@@ -6,6 +6,7 @@ No process groups, devices or modules' state inside: methods gather across ranks
 from selfmeta.objectives.balanced import balanced_cross_entropy
 from selfmeta.objectives.barlow import barlow_twins_loss, cross_correlation
 from selfmeta.objectives.byol import byol_loss, normalized_mse
+from selfmeta.objectives.clip import clip_loss
 from selfmeta.objectives.dec import balance_kl, dec_loss, soft_assignment, target_distribution
 from selfmeta.objectives.infonce import info_nce
 from selfmeta.objectives.kmeans import KMeansResult, kmeans, pca_whiten
@@ -27,7 +28,7 @@ from selfmeta.objectives.vicreg import vicreg_loss, vicreg_terms
 
 __all__ = [
     "KMeansResult", "balance_kl", "balanced_cross_entropy", "barlow_twins_loss", "batch_hard_miner", "byol_loss",
-    "contrastive_loss", "cross_correlation", "dec_loss", "hierarchical_contrastive_loss", "info_nce",
+    "clip_loss", "contrastive_loss", "cross_correlation", "dec_loss", "hierarchical_contrastive_loss", "info_nce",
     "instance_contrastive_loss", "kmeans", "masked_mse", "normalized_mse",
     "nt_xent", "pca_whiten", "semi_hard_miner", "sinkhorn", "soft_assignment", "target_distribution",
     "temporal_contrastive_loss", "triplet_loss", "vicreg_loss", "vicreg_terms",
