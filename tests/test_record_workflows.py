@@ -67,6 +67,9 @@ def test_evaluate_and_embed_parts(trained, tmp_path, capsys):
                      "--seeds", "2"]) == 0
         result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert result["protocol"] == protocol and 0 <= result["f1_macro"] <= 1
+    assert main(["evaluate", str(run), *data, "--label-column", "label", "--protocol", "cluster"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(result["topics"]) == 2  # clusters named by the words of the records' text columns
     assert main(["evaluate", str(run), *data, "--protocol", "finetune", "--labels-per-class", "3", "--seeds", "1",
                  "steps=3"]) == 0
     capsys.readouterr()
