@@ -54,17 +54,18 @@ def test_empty_registry_message():
 
 
 def test_builtin_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "jsonl", "lines", "omniglot", "parquet",
-                              "tablefolder", "textfolder", "ts", "tsv", "ucr", "windows"]
+    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "jsonl", "lines", "movielens", "omniglot",
+                              "parquet", "tablefolder", "textfolder", "ts", "tsv", "ucr", "windows"]
     for name in SOURCES.names():
         cls = SOURCES.get(name)
         assert issubclass(cls, DataSource) and cls.name == name and cls.description
 
 
 def test_builtin_encoders():
-    assert ENCODERS.names() == ["conv4", "fasttext", "fusion", "mlp", "resnet18", "resnet1d", "transformer", "ts2vec"]
+    assert ENCODERS.names() == ["conv4", "fasttext", "fusion", "mlp", "resnet18", "resnet1d", "sasrec", "transformer",
+                                "ts2vec"]
     assert all(issubclass(ENCODERS.get(n), Encoder) for n in ENCODERS.names())
-    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, fasttext, fusion, mlp, resnet18, resnet1d, transformer, ts2vec"):
+    with pytest.raises(SelfmetaError, match="unknown encoder 'vit'; valid: conv4, fasttext, fusion, mlp, resnet18, resnet1d, sasrec, transformer, ts2vec"):
         ENCODERS.get("vit")
 
 
@@ -75,15 +76,16 @@ def test_builtin_methods():
     options = declared_options(simclr, BUILT_BY_ENGINE)
     assert {n: d.default for n, d in options.items()} == {"temperature": 0.5, "proj_hidden": 512, "proj_dim": 128}
     assert options["temperature"].kind == "float" and options["proj_dim"].kind == "int"
-    expected = ["barlow", "byol", "contrastive", "crossmodal", "dec", "deepcluster", "maskedcolumns", "moco",
-                "reconstruction", "rotation", "sela", "simclr", "triplet", "ts2vec", "vicreg"]
+    expected = ["barlow", "byol", "cl4srec", "coldstart", "contrastive", "crossmodal", "dec", "deepcluster", "duorec",
+                "maskedcolumns", "moco", "reconstruction", "rotation", "sasrec", "sela", "simclr", "triplet", "ts2vec",
+                "vicreg"]
     assert METHODS.names() == expected
     with pytest.raises(SelfmetaError, match="unknown method 'dino'; valid: barlow, byol, .*simclr"):
         METHODS.get("dino")
 
 
 def test_builtin_modalities():
-    assert MODALITIES.names() == ["image", "record", "series", "table", "text"]
+    assert MODALITIES.names() == ["image", "interactions", "record", "series", "table", "text"]
 
 
 def test_class_names_sort_numbers_by_value():

@@ -8,10 +8,11 @@ _LAZY = {
     "AnomalyDetector": "selfmeta.anomaly.estimator",
     "FewShotLearner": "selfmeta.api",
     "SelfSupervised": "selfmeta.api",
+    "Recommender": "selfmeta.api",
     "load_data": "selfmeta.data",
 }
 
-__all__ = ["AnomalyDetector", "FewShotLearner", "SelfSupervised", "__version__", "load_data"]
+__all__ = ["AnomalyDetector", "FewShotLearner", "Recommender", "SelfSupervised", "__version__", "load_data"]
 
 
 def __getattr__(name: str) -> object:

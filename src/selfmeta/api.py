@@ -110,19 +110,10 @@ def is_documents(X: Any) -> bool:
 
 
 def raw_dataset(X: Any, y: Any, min_items: int, modality: str) -> Dataset:
-    """Documents (a sequence of str) -> a raw Dataset of ``modality``, which its preprocessor (text: the
-    tokenizer fitted by ``fit``) prepares."""
-    if isinstance(X, str) or not hasattr(X, "__len__"):
-        raise SelfmetaError("X must be a list of documents (strings), got a single " + type(X).__name__)
-    documents = list(X)
-    if len(documents) < min_items:
-        raise SelfmetaError(f"Found array with {len(documents)} sample(s) (shape=({len(documents)},)) while a minimum "
-                            f"of {min_items} is required.")
-    bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
-    if bad is not None:
-        raise SelfmetaError(f"X holds documents (strings), but item {bad} is a {type(documents[bad]).__name__}")
-    raw = np.empty(len(documents), dtype=object)
-    raw[:] = documents
+    """Raw items (text: a sequence of str; interactions: a sequence of item-ID sequences) -> a raw Dataset of
+    ``modality``, which its preprocessor (fitted by ``fit``) prepares; the modality checks them
+    (``Modality.raw_items``)."""
+    raw = get_modality(modality).raw_items(X, min_items)
     return Dataset(None, *_labels(y, len(raw)), modality, "X", raw)
 
 
@@ -454,3 +445,66 @@ class FewShotLearner(TransformerMixin, BaseEstimator):
             logits = self.learner_.adapt_predict(support, self.support_y_, batch.unsqueeze(0))  # (1, B, N)
             out.append(logits[0].argmax(-1))
         return self.classes_[torch.cat(out).numpy()]
+
+
+class Recommender(SelfSupervised):
+    """Next-item recommendation from users' interaction sequences: SASRec and its self-supervised variants.
+
+    ``X`` is a list of users' item IDs in time order (any hashable IDs, read as strings)::
+
+        rec = Recommender(method="cl4srec", time_budget=120).fit(train_sequences)
+        items, scores = rec.recommend(histories, k=10)    # (N, 10) item IDs and scores, seen items left out
+        rec.score(test_sequences)                           # NDCG@10 of each sequence's last item, full ranking
+        states = rec.transform(histories)                   # (N, d) users' states
+
+    Args:
+        method: ``sasrec``, ``cl4srec``, ``duorec`` or ``coldstart`` (``selfmeta list``).
+        encoder: ``sasrec``.
+        max_length: the most recent items kept per user (SASRec's L).
+        The others as in :class:`SelfSupervised`.
+    """
+
+    def __init__(
+        self, method: str = "sasrec", encoder: str = "sasrec", max_length: int = 50, epochs: int | None = None,
+        time_budget: float | None = 60.0, batch_size: int | None = None, lr: float | None = None,
+        optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05, precision: str = "auto",
+        method_options: dict | None = None, view_options: dict | None = None, encoder_options: dict | None = None,
+        device: str = "auto", random_state: int = 0, verbose: bool = False,
+    ) -> None:
+        super().__init__(method=method, encoder=encoder, epochs=epochs, time_budget=time_budget,
+                         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay, warmup=warmup,
+                         precision=precision, method_options=method_options, view_options=view_options,
+                         encoder_options=encoder_options, device=device, random_state=random_state, verbose=verbose,
+                         modality="interactions")
+        self.max_length = max_length
+
+    def _config(self) -> TrainConfig:
+        return replace(super()._config(), input_options={"max_length": self.max_length})
+
+    def _rows(self, X: Any) -> Dataset:
+        check_is_fitted(self, "backbone_")
+        return self._checked_data(X)
+
+    def recommend(self, X: Any, k: int = 10, exclude_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best next items for each history of X: (item IDs (N, k) object, scores (N, k) float32),
+        best first; items a user has are left out unless ``exclude_seen`` is False."""
+        from selfmeta.evaluation.ranking import recommend
+
+        if not isinstance(k, (int, np.integer)) or k < 1:
+            raise SelfmetaError(f"k must be a whole number of at least 1, got {k!r}")
+        data = self._rows(X)
+        ids, scores = recommend(self.backbone_.cpu(), data, int(k), exclude_seen)
+        vocabulary = data.preprocessor
+        names = np.array([vocabulary.item_id(i) if np.isfinite(s) else None
+                          for i, s in zip(ids.ravel(), scores.ravel())], dtype=object).reshape(ids.shape)
+        return names, scores
+
+    def score(self, X: Any, y: Any = None, k: int = 10) -> float:
+        """NDCG@k of each sequence's last item given the items before it, ranked against every item (full
+        ranking, the history's items left out); ``y`` is ignored."""
+        from selfmeta.evaluation.ranking import evaluate_ranking, last_items, model_scores
+
+        data = self._rows(X)
+        histories, _ = last_items(data.items.long())
+        result = evaluate_ranking(model_scores(self.backbone_.cpu(), histories), data, k)
+        return result[f"ndcg@{k}"]

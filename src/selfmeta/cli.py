@@ -12,6 +12,12 @@
                       [--adapt prototype|cosine|logreg|finetune]
     selfmeta evaluate RUN_DIR --data PATH --protocol tip|finetune --labels-per-class K [--seeds 5] [steps=50 ...]
     selfmeta evaluate RUN_DIR --data PATH --protocol anomaly --normal-class NAME [--detector knn] [key=value ...]
+    selfmeta pretrain --data LOG.csv --user-column U --item-column I --time-column T --method sasrec|cl4srec|duorec
+                      --out RUN_DIR [--users warm] [--rating-column R --min-rating 4]
+    selfmeta evaluate RUN_DIR --data PATH --protocol ranking [--split val|test]
+    selfmeta evaluate RUN_DIR --data PATH --users cold --split all --protocol coldstart --shots 3
+                      [--adapt none|finetune|meta] [steps=5 lr=0.1]
+    selfmeta recommend RUN_DIR --data PATH --user ID [--k 10] [--include-seen]
     selfmeta detect RUN_DIR --data PATH [--detector NAME] [--split test] --out scores.csv [--threshold T]
                     [--plot FILE.png] [--windows FILE.json] [key=value ...]
     selfmeta nab --data NAB_DIR --detector NAME --out DIR [--encoder RUN_DIR] [key=value ...]
@@ -52,10 +58,20 @@ def _data_args(p: argparse.ArgumentParser, split: str) -> None:
                         "repeat or join with commas")
     p.add_argument("--window", type=int, default=None, help="one long series (a timestamped CSV): steps per item")
     p.add_argument("--stride", type=int, default=None, help="one long series: steps between windows (default: --window)")
+    p.add_argument("--user-column", default=None, help="interaction logs (CSV, Parquet...): the user ID column")
+    p.add_argument("--item-column", default=None, help="interaction logs: the item ID column")
+    p.add_argument("--time-column", default=None, help="interaction logs: the timestamp column (numbers)")
+    p.add_argument("--rating-column", default=None, help="interaction logs: a rating column (with --min-rating)")
+    p.add_argument("--min-rating", type=float, default=None,
+                   help="interactions: keep ratings from this value (implicit feedback from explicit ratings)")
+    p.add_argument("--users", default=None, choices=("all", "warm", "cold", "coldval"),
+                   help="interactions: all users, or the fixed cold-start users (cold: test, coldval: validation, "
+                        "a tenth each) or the others (warm)")
 
 
 # data flags that are options of a source's load
-SOURCE_FLAGS = ("label_column", "text_column", "columns", "window", "stride")
+SOURCE_FLAGS = ("label_column", "text_column", "columns", "window", "stride", "user_column", "item_column",
+                "time_column", "rating_column", "min_rating", "users")
 
 
 def _load(args: argparse.Namespace, split: str | None = None):
@@ -131,14 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     _data_args(p, "test")
     p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | anomaly | tip (a "
-                   "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels); "
-                   "tip and finetune need --labels-per-class")
+                   "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels) | "
+                   "ranking (interactions: HR@10 and NDCG@10 of each user's next item, full and against 100 sampled "
+                   "items) | coldstart (interactions: each user seen through their first --shots items, default 3, "
+                   "scored on the next --queries, default 10); tip and finetune need --labels-per-class")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
     p.add_argument("--episodes", type=int, default=2000, help="fewshot: episodes drawn with a fixed seed")
     p.add_argument("--adapt", default="prototype", help="fewshot: prototype | cosine | logreg | finetune (a "
-                   "meta-learner's own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise)")
+                   "meta-learner's own adaptation, e.g. MAML's inner loop; a head fine-tuned on frozen features otherwise); "
+                   "coldstart: none | finetune (steps=N lr=R on the user's state) | meta (a coldstart run's learned "
+                   "steps; its default)")
     p.add_argument("--normal-class", default=None, metavar="NAME", help="anomaly: the detector fits the train split's "
                    "items of class NAME; the test split's items of that class are normal, the others anomalies")
     p.add_argument("--detector", default=None, help=f"anomaly: {' | '.join(DETECTORS.names())} (default: knn)")
@@ -185,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="FILE.json")
     p.add_argument("--top", type=int, default=10, help="words per topic (default: 10)")
     p.add_argument("--examples", type=int, default=3, help="example texts per topic, nearest its centre (default: 3)")
+
+    p = sub.add_parser("recommend", help="interactions: the k items a user is most likely to take next, with scores")
+    p.add_argument("run_dir")
+    _data_args(p, "all")
+    p.add_argument("--user", required=True, help="the user's ID, as the data writes it")
+    p.add_argument("--k", type=int, default=10, help="items to list (default: 10)")
+    p.add_argument("--include-seen", action="store_true", help="also list items the user already has")
 
     p = sub.add_parser("embed", help="write the features of a data set to .npy or .parquet")
     p.add_argument("run_dir")
@@ -441,18 +468,54 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
             "seconds": round(time.perf_counter() - start, 2)}
 
 
+def _coldstart(args: argparse.Namespace, test: Dataset) -> dict:
+    """evaluate --protocol coldstart: each user of --split seen through their first --shots items; popularity from
+    the warm users."""
+    import torch
+
+    from selfmeta.data import load_data
+    from selfmeta.engine.model import check_compatible, load_backbone, load_method, saved_preprocessor
+    from selfmeta.evaluation.coldstart import cold_start_report
+
+    shots, queries = args.shots or 3, args.queries or 10
+    if shots < 1 or queries < 1:
+        raise SelfmetaError("--shots and --queries must be at least 1")
+    backbone, description = load_backbone(args.run_dir)
+    if test.keys is None or description["modality"] != "interactions":
+        raise SelfmetaError("--protocol coldstart is for interactions: a run trained on them, and their data")
+    vocabulary = saved_preprocessor(description, args.run_dir)
+    adapt = args.adapt if args.adapt != "prototype" else "meta" if description["method"] == "coldstart" else "none"
+    options = {"steps": 5, "lr": 0.1, **key_values(args.overrides)}
+    unknown = sorted(set(options) - {"steps", "lr"})
+    if unknown or not isinstance(options["steps"], int) or options["steps"] < 0 or not float(options["lr"]) > 0:
+        raise SelfmetaError("--protocol coldstart takes steps=N (0 or more) and lr=RATE (above 0)"
+                            + (f"; not {', '.join(unknown)}" if unknown else ""))
+    steps, lr = options["steps"], float(options["lr"])
+    if adapt == "meta":
+        method = load_method(args.run_dir, check_compatible(description, test))
+        if not hasattr(method, "rates"):
+            raise SelfmetaError(f"--adapt meta needs a run of the coldstart method; {args.run_dir} is "
+                                f"{description['method']}")
+        steps, lr = method.steps, method.rates.detach()
+    options = {k: getattr(args, k) for k in SOURCE_FLAGS if getattr(args, k) is not None and k != "users"}
+    warm = load_data(args.data, "all", args.format, users="warm", **options)
+    counts = torch.bincount(torch.from_numpy(vocabulary.encode(np.concatenate(list(warm.raw)))),
+                            minlength=vocabulary.num_ids)
+    return cold_start_report(backbone, vocabulary, test.raw, shots, queries, adapt, steps, lr, counts)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.files import atomic_write
     from selfmeta.evaluation import ADAPT_PROTOCOLS, PROTOCOLS, run_protocol
 
-    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS)
+    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS, "ranking", "coldstart")
     if args.protocol not in protocols:
         raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(protocols)}")
     if args.protocol != "anomaly" and (args.normal_class or args.detector) or args.overrides and args.protocol not in (
-            "anomaly", "finetune"):
+            "anomaly", "finetune", "coldstart"):
         given = "--normal-class" if args.normal_class else "--detector" if args.detector else args.overrides[0]
-        raise SelfmetaError(f"{given} is for --protocol anomaly{'' if given.startswith('--') else ' or finetune'}, "
-                            f"not {args.protocol}")
+        raise SelfmetaError(f"{given} is for --protocol anomaly"
+                            f"{'' if given.startswith('--') else ', finetune or coldstart'}, not {args.protocol}")
     if args.protocol in ADAPT_PROTOCOLS and args.labels_per_class is None:
         raise SelfmetaError(f"--protocol {args.protocol} needs --labels-per-class K: it adapts to K labelled items "
                             "per class, drawn --seeds times")
@@ -468,6 +531,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result = _fewshot(args, test)
     elif args.protocol == "anomaly":
         result = _anomaly(args, test)
+    elif args.protocol == "ranking":
+        from selfmeta.engine.model import check_compatible, load_backbone
+        from selfmeta.evaluation.ranking import ranking_report
+
+        backbone, description = load_backbone(args.run_dir)
+        train = check_compatible(description, _load(args, "train"))
+        result = ranking_report(backbone, train, check_compatible(description, test))
+    elif args.protocol == "coldstart":
+        result = _coldstart(args, test)
     elif args.protocol == "tip":
         from selfmeta.evaluation import run_tip
 
@@ -530,6 +602,35 @@ def cmd_embed(args: argparse.Namespace) -> None:
             frame["label"] = [data.classes[i] for i in data.y.tolist()]
         atomic_write(out, lambda tmp: frame.to_parquet(tmp))
     print(json.dumps({"out": str(out), "items": int(features.shape[0]), "features": int(features.shape[1])}))
+
+
+def cmd_recommend(args: argparse.Namespace) -> None:
+    """The k best next items for one user of the data, from the whole of their history."""
+    from selfmeta.engine.model import check_compatible, load_backbone
+    from selfmeta.evaluation.ranking import recommend
+
+    if args.k < 1:
+        raise SelfmetaError(f"--k must be at least 1, got {args.k}")
+    backbone, description = load_backbone(args.run_dir)
+    data = _load(args)
+    if data.keys is None:
+        raise SelfmetaError(f"{args.data}: recommend needs interaction data with user IDs (a MovieLens folder, or a "
+                            "log with --user-column, --item-column and --time-column)")
+    found = np.flatnonzero(data.keys == str(args.user))
+    if len(found) == 0:
+        raise SelfmetaError(f"user {args.user!r} does not exist in {args.data} (its {len(data.keys)} users are "
+                            f"{', '.join(data.keys[:3])}, ...)")
+    data = check_compatible(description, data.subset(found[:1]))
+    ids, scores = recommend(backbone, data, args.k, exclude_seen=not args.include_seen)
+    vocabulary = data.preprocessor
+    info = data.info or {}
+    items = []
+    for index, score in zip(ids[0].tolist(), scores[0].tolist()):
+        if not np.isfinite(score):  # fewer items left than --k
+            break
+        item = vocabulary.item_id(index)
+        items.append({"item": item, "score": round(score, 4), **info.get(item, {})})
+    print(json.dumps({"user": str(args.user), "history": len(data.raw[0]), "items": items}))
 
 
 def cmd_topics(args: argparse.Namespace) -> None:
@@ -756,7 +857,7 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TASKS:
         cls = TASKS.get(name)
         entry(name, cls.description, describe_options(cls, TASK_ARGS), cls.paper)
-    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly", "tip", "finetune")))
+    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly", "tip", "finetune", "ranking", "coldstart")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
     print("anomaly detectors on items (evaluate --protocol anomaly, detect; NAME=VALUE; the threshold takes "
           f"{', '.join(ESTIMATOR_OPTIONS)}):")
@@ -787,7 +888,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed,
-            "topics": cmd_topics, "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
+            "topics": cmd_topics, "recommend": cmd_recommend, "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
             "quickstart": cmd_quickstart}
 
 

@@ -25,7 +25,7 @@ from PIL import Image
 
 from conftest import shared
 from selfmeta.api import as_dataset
-from selfmeta.data import SOURCES, Dataset, load_data
+from selfmeta.data import Dataset, load_data
 from selfmeta.data.download import RemoteFile, fetch
 from selfmeta.errors import SelfmetaError
 
@@ -707,11 +707,6 @@ def test_unknown_split(tmp_path):
     with pytest.raises(SelfmetaError, match="unknown split 'validation'") as info:
         load_data("digits", "validation")
     assert "train, val, test, all" in str(info.value)
-
-
-def test_registered_sources():
-    assert SOURCES.names() == ["cifar", "csv", "digits", "idx", "imagefolder", "jsonl", "lines", "omniglot", "parquet",
-                              "tablefolder", "textfolder", "ts", "tsv", "ucr", "windows"]
 
 
 # ---------------------------------------------------------------------------------------- as_dataset

@@ -20,6 +20,7 @@ SHAPES = {  # id: (modality, item shape)
     "series1x33": ("series", (1, 33)),
     "text16": ("text", (16,)),
     "record18": ("record", (18,)),   # a number, a category and a text column of 16 tokens
+    "interactions16": ("interactions", (16,)),
 }
 
 DOCUMENTS = np.array(["the cat sat on the mat", "a dog ran in the park, fast", "cats and dogs", "free prize: call now!",
@@ -30,7 +31,9 @@ RAW = {"text": DOCUMENTS, "record": RecordTable(
     {"price": np.array([np.nan, 2.0, 3.5, 1.0, 9.0, 4.0]),
      "colour": np.array(["red", None, "blue", "red", "green", "blue"], dtype=object),
      "review": np.array(list(DOCUMENTS[:2]) + [None] + list(DOCUMENTS[3:]), dtype=object)},
-    {"price": "number", "colour": "category", "review": "text"})}
+    {"price": "number", "colour": "category", "review": "text"}),
+    "interactions": np.array([np.array(list(s)) for s in ("abcde", "bcd", "aaxyz", "cab", "xyzzy", "edcba")] + [None],
+                             dtype=object)[:-1]}
 
 
 def sample(modality: str, shape: tuple[int, ...], b: int) -> tuple[torch.Tensor, dict]:
@@ -41,7 +44,9 @@ def sample(modality: str, shape: tuple[int, ...], b: int) -> tuple[torch.Tensor,
         if spec.missing_values:
             x[0, ..., shape[-1] // 2 :] = float("nan")               # a shorter series, padded with NaN
         return x, {}
-    preprocessor = spec.preprocessor(vocab_size=60, max_length=16, min_frequency=1).fit(RAW[modality])
+    options = {k: v for k, v in {"vocab_size": 60, "max_length": 16, "min_frequency": 1}.items()
+               if k in spec.preprocessor.options}
+    preprocessor = spec.preprocessor(**options).fit(RAW[modality])
     x = spec.to_model(preprocessor(RAW[modality][:b]), "cpu")
     assert x.shape[1:] == shape
     return x, preprocessor.encoder_inputs()

@@ -283,7 +283,7 @@ def test_cli_evaluate_adapts_with_few_labels(capsys, table_run, protocol):
     (["--protocol", "finetune"], "--protocol finetune needs --labels-per-class"),
     (["--protocol", "finetune", "--labels-per-class", "2", "steps=0"], "steps must be an integer"),
     (["--protocol", "finetune", "--labels-per-class", "2", "momentum=1"], "unknown fine-tuning option"),
-    (["--protocol", "tip", "--labels-per-class", "2", "steps=3"], "steps=3 is for --protocol anomaly or finetune"),
+    (["--protocol", "tip", "--labels-per-class", "2", "steps=3"], "steps=3 is for --protocol anomaly, finetune or coldstart"),
     (["--protocol", "finetune", "--labels-per-class", "2", "--detector", "knn"], "--detector is for --protocol anomaly"),
 ])
 def test_cli_adapt_errors(capsys, table_run, argv, fragment):

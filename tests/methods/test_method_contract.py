@@ -66,8 +66,19 @@ def _record(g):
                        {"price": "number", "colour": "category", "review": "text", "photo": "image"})
 
 
-EXAMPLES = {"image": _image, "table": _table, "series": _series, "text": _text, "record": _record}
-ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d", "text": "fasttext", "record": "fusion"}
+def _interactions(g):
+    """Users' sequences of 3 to 12 item IDs out of 30 (each user's interests: a run of neighbouring items)."""
+    lengths = torch.randint(3, 13, (96,), generator=g).tolist()
+    starts = torch.randint(0, 20, (96,), generator=g).tolist()
+    raw = np.empty(96, dtype=object)
+    raw[:] = [np.array([f"m{s + (j * 7) % 10}" for j in range(n)]) for s, n in zip(starts, lengths)]
+    return raw
+
+
+EXAMPLES = {"image": _image, "table": _table, "series": _series, "text": _text, "record": _record,
+            "interactions": _interactions}
+ENCODERS = {"image": "conv4", "table": "mlp", "series": "resnet1d", "text": "fasttext", "record": "fusion",
+            "interactions": "sasrec"}
 VIEWS = {"image": {"hflip": 0.0}}
 
 
@@ -79,6 +90,7 @@ def tiny(modality: str) -> Dataset:
     if not isinstance(items, torch.Tensor):
         data = Dataset(None, y, classes, modality, "tiny", raw=items)
         options = {"vocab_size": 64, "max_length": 16, **({"image_size": 8} if modality == "record" else {})}
+        options = {k: v for k, v in options.items() if k in data.spec.preprocessor.options}
         return fit_preprocessor(TrainConfig(input_options=options), data)
     return Dataset(items, y, classes, modality, "tiny")
 

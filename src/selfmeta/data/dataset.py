@@ -41,6 +41,10 @@ class Dataset:
     name: str = "data"
     raw: np.ndarray | None = None        # (N,) the source's items before a preprocessor (text: str documents)
     preprocessor: Any = None             # the modality's Preprocessor that made x from raw (text: the tokenizer)
+    keys: np.ndarray | None = None       # (N,) str: what names each item where the source has it (users' IDs)
+    # What the source knows of the things the items refer to, by ID (interactions: each item's "name" and
+    # "categories", MovieLens's titles and genres); the preprocessor may learn from it (side information).
+    info: dict[str, dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if self.x is None and self.raw is None:
@@ -51,6 +55,8 @@ class Dataset:
             self.spec.check(self.x, self.name)
         if self.raw is not None and self.x is not None and len(self.raw) != len(self.x):
             raise SelfmetaError(f"{self.name}: {len(self.x)} items but {len(self.raw)} raw items")
+        if self.keys is not None and len(self.keys) != len(self):
+            raise SelfmetaError(f"{self.name}: {len(self)} items but {len(self.keys)} keys")
         if self.y is not None:
             if self.y.shape != (len(self),):
                 raise SelfmetaError(f"{self.name}: {len(self)} items but labels of shape {tuple(self.y.shape)}")
@@ -95,7 +101,8 @@ class Dataset:
         y = None if self.y is None else self.y[index]
         x = None if self.x is None else self.x[index]
         raw = None if self.raw is None else self.raw[index.numpy()]
-        return Dataset(x, y, self.classes, self.modality, self.name, raw, self.preprocessor)
+        keys = None if self.keys is None else self.keys[index.numpy()]
+        return Dataset(x, y, self.classes, self.modality, self.name, raw, self.preprocessor, keys, self.info)
 
     def require_labels(self) -> torch.Tensor:
         if self.y is None:

@@ -62,7 +62,8 @@ def fit_preprocessor(cfg: TrainConfig, data: Dataset, saved: Path | None = None)
         raise SelfmetaError(f"{data.name}: {data.modality} data must come as raw items for its {cls.kind} to fit")
     if saved is not None and saved.is_file():
         return prepare(data, cls.from_json(saved.read_text(encoding="utf-8", errors="replace"), str(saved)))
-    preprocessor = cls(**check_options(f"{data.modality} {cls.kind}", cls, cfg.input_options)).fit(data.raw)
+    preprocessor = cls(**check_options(f"{data.modality} {cls.kind}", cls, cfg.input_options))
+    preprocessor = preprocessor.fit(data.raw, info=data.info) if data.info is not None else preprocessor.fit(data.raw)
     return prepare(data, preprocessor)
 
 
@@ -74,7 +75,8 @@ def prepare(data: Dataset, preprocessor: Any) -> Dataset:
         return data
     if data.raw is None:
         raise SelfmetaError(f"{data.name}: {data.modality} items without their raw form cannot be prepared again")
-    return Dataset(preprocessor(data.raw), data.y, data.classes, data.modality, data.name, data.raw, preprocessor)
+    return Dataset(preprocessor(data.raw), data.y, data.classes, data.modality, data.name, data.raw, preprocessor,
+                   data.keys, data.info)
 
 
 def describe(cfg: TrainConfig, data: Dataset) -> dict[str, Any]:

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfmeta.encoders.base import Normalize, to_unit
+from selfmeta.encoders.base import Normalize, Unnormalized, to_unit
 from selfmeta.errors import SelfmetaError
 from selfmeta.options import Option, check_options
 from selfmeta.registry import Registry
@@ -66,7 +66,8 @@ class Preprocessor:
     options: ClassVar[dict[str, Option]] = {}
 
     def fit(self, raw: Any) -> "Preprocessor":
-        """Learn from the raw items of a training split; returns self."""
+        """Learn from the raw items of a training split; returns self. A preprocessor that learns from what
+        the source knows of the things items refer to (``Dataset.info``: item titles) also takes ``info=``."""
         raise NotImplementedError
 
     def __call__(self, raw: Any) -> torch.Tensor:
@@ -145,6 +146,22 @@ class Modality:
         var = torch.where(present, (x - mean.view(shape)) ** 2, 0.0).sum(dims) / (count - 1).clamp_min(1)
         return Normalize(mean.view(shape), var.sqrt().view(shape))
 
+    def raw_items(self, X: Any, min_items: int = 1) -> np.ndarray:
+        """What the Python API is given for a modality with a preprocessor -> its raw items, (N,) object array;
+        one SelfmetaError line for anything else. By default documents: a sequence of str."""
+        if isinstance(X, str) or not hasattr(X, "__len__"):
+            raise SelfmetaError("X must be a list of documents (strings), got a single " + type(X).__name__)
+        documents = list(X)
+        if len(documents) < min_items:
+            raise SelfmetaError(f"Found array with {len(documents)} sample(s) (shape=({len(documents)},)) while a "
+                                f"minimum of {min_items} is required.")
+        bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
+        if bad is not None:
+            raise SelfmetaError(f"X holds documents (strings), but item {bad} is a {type(documents[bad]).__name__}")
+        raw = np.empty(len(documents), dtype=object)
+        raw[:] = documents
+        return raw
+
     def documents(self, raw: Any) -> np.ndarray | None:
         """The texts whose words name clusters (topics) of these raw items; None where items have no words."""
         return None
@@ -174,6 +191,41 @@ class Modality:
         [0, 1]), in the memory layout the modality's convolutions like."""
         x = to_unit(x.to(device, non_blocking=True))
         return x.contiguous(memory_format=self.layout(channels_last))
+
+
+class IdSequences(Modality):
+    """Items that are sequences of ids from a fitted vocabulary, ``(N, L)`` int32 stored, left-aligned, 0 =
+    padding, 1 = unknown (text: token ids; interactions: item ids). No normalization; the views take only
+    their options; batches go to the device at full width (so that batches prepared apart can be joined),
+    and the encoders cut the padding columns."""
+
+    item_dims = 1
+    item_layout = "(L,)"
+    ids: ClassVar[str]   # for messages: "token ids"
+
+    def check(self, x: torch.Tensor, name: str) -> None:
+        super().check(x, name)
+        if x.dtype not in (torch.int32, torch.int64):
+            raise SelfmetaError(f"{name}: {self.name} items are {self.ids} (int32 or int64), got {x.dtype}")
+        if len(x) and bool((x < 0).any()):
+            raise SelfmetaError(f"{name}: {self.ids} must be >= 0")
+
+    def normalizer(self, sample: torch.Tensor) -> Normalize:
+        return Unnormalized()
+
+    def placeholder_items(self, input_shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.full((2, *input_shape), 1, dtype=torch.int32)
+
+    def placeholder_normalizer(self, input_shape: tuple[int, ...]) -> Normalize:
+        return Unnormalized()
+
+    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
+                    inputs: dict[str, Any] | None = None) -> Views:
+        return self.views(input_shape, **check_options(f"{self.name} views", self.views, options, VIEW_ARGS))
+
+    def to_model(self, x: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
+        """(B, L) ids -> (B, L) int64 on ``device``, the full width."""
+        return x.to(device, non_blocking=True).long()
 
 
 MODALITIES: Registry[type[Modality]] = Registry("modality")

@@ -28,9 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from selfmeta.encoders.base import Normalize, Unnormalized
 from selfmeta.errors import SelfmetaError
-from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Preprocessor, Views
+from selfmeta.modalities.base import MODALITIES, IdSequences, Preprocessor, Views
 from selfmeta.options import Option, check_options
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[MASK]")
@@ -201,42 +200,16 @@ class TextViews(Views):
 
 
 @MODALITIES.register("text")
-class Text(Modality):
+class Text(IdSequences):
     name = "text"
     description = "text documents -> (N, L) token ids of a tokenizer trained on the run's own corpus; 0 = padding"
-    item_dims = 1
-    item_layout = "(L,)"
+    ids = "token ids"
     default_encoder = "fasttext"
     views = TextViews
     preprocessor = Tokenizer
 
-    def check(self, x: torch.Tensor, name: str) -> None:
-        super().check(x, name)
-        if x.dtype not in (torch.int32, torch.int64):
-            raise SelfmetaError(f"{name}: text items are token ids (int32 or int64), got {x.dtype}")
-        if len(x) and bool((x < 0).any()):
-            raise SelfmetaError(f"{name}: token ids must be >= 0")
-
     def from_array(self, x: torch.Tensor) -> torch.Tensor:
         raise SelfmetaError("text comes as a list of strings (documents), not as an array of numbers")
 
-    def normalizer(self, sample: torch.Tensor) -> Normalize:
-        return Unnormalized()
-
     def documents(self, raw: Any) -> np.ndarray | None:
         return raw
-
-    def placeholder_items(self, input_shape: tuple[int, ...]) -> torch.Tensor:
-        return torch.full((2, *input_shape), UNK, dtype=torch.int32)
-
-    def placeholder_normalizer(self, input_shape: tuple[int, ...]) -> Normalize:
-        return Unnormalized()
-
-    def build_views(self, input_shape: tuple[int, ...], normalize: Normalize, options: dict[str, Any],
-                    inputs: dict[str, Any] | None = None) -> Views:
-        return self.views(input_shape, **check_options(f"{self.name} views", self.views, options, VIEW_ARGS))
-
-    def to_model(self, x: torch.Tensor, device: torch.device | str, channels_last: bool = False) -> torch.Tensor:
-        """(B, L) ids -> (B, L) int64 on ``device``. The full width, so that batches prepared apart (a support
-        set and its queries) can be joined; the encoders cut the padding columns (``encoders.text.trim``)."""
-        return x.to(device, non_blocking=True).long()

@@ -1,3 +1,5 @@
 """Built-in data sources; importing this package registers them in ``SOURCES``."""
 
-from selfmeta.data.sources import cifar, digits, idx, imagefolder, omniglot, series, table, text  # noqa: F401
+from selfmeta.data.sources import (  # noqa: F401
+    cifar, digits, idx, imagefolder, interactions, omniglot, series, table, text,
+)

@@ -48,6 +48,7 @@ import torch
 
 from selfmeta.data.dataset import Dataset, labels_from_names
 from selfmeta.data.records import RecordTable
+from selfmeta.data.sources.interactions import INTERACTION_OPTIONS, interactions_from_frame
 from selfmeta.data.source import SOURCES, DataSource
 from selfmeta.data.sources.records import AUTO, Plan, check_columns, parse_columns, read_records, record_dataset
 from selfmeta.data.sources.text import (
@@ -165,7 +166,8 @@ def _read_jsonl(data: bytes, path: Path) -> Any:
 
 class _Table(DataSource):
     suffix: str
-    options = ("label_column", "text_column", "columns")
+    options = ("label_column", "text_column", "columns", *INTERACTION_OPTIONS)
+    splits = ("train", "val", "test", "all")  # val: interaction logs' leave-one-out (fixed_split refuses it)
     catch_all = True  # any file with the suffix: formats with a closer look (a timestamped CSV) go first
 
     def detect(self, path: Path) -> bool:
@@ -189,6 +191,13 @@ class _Table(DataSource):
     def load(self, path: Path, split: str, label_column: str | None = None,
              text_column: str | Sequence[str] | None = None, columns: str | Sequence[str] | None = None,
              **options: Any) -> Dataset:
+        interaction = {k: v for k, v in options.items() if k in INTERACTION_OPTIONS and v is not None}
+        if interaction:  # an interaction log: users' items in time order (selfmeta.data.sources.interactions)
+            if label_column is not None or text_column is not None or columns is not None:
+                raise SelfmetaError("--user-column, --item-column and --time-column read an interaction log; "
+                                    "--label-column, --text-column and --columns do not apply to it")
+            # every value as written: IDs "007" and "7" are two users (times and ratings are parsed apart)
+            return interactions_from_frame(self.frame(path, True), path, path.stem, split, **interaction)
         as_text = text_column is not None or columns is not None
         reread = None if self.typed_only else (lambda: self.frame(path, True))
         dataset = table_to_dataset(self.frame(path, as_text), path.stem, label_column, text_column, path,
