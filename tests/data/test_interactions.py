@@ -106,6 +106,16 @@ def test_no_user_with_three_interactions(tmp_path):
         load_data(path, "train", **COLUMNS)
 
 
+def test_iso_dates_order_interactions(tmp_path):
+    path = tmp_path / "dates.csv"
+    path.write_text("u,i,t\na,1,2020-03-01\na,2,2020-01-31T10:00:00\na,3,2020-02-01\na,4,2020-01-31\n")
+    assert load_data(path, "test", **COLUMNS).raw[0].tolist() == ["4", "2", "3", "1"]
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text("u,i,t\na,1,2020-03-01\na,2,5\na,3,2020-02-01\n")
+    with pytest.raises(SelfmetaError, match=r"row 1: timestamp column 't' holds '2020-03-01', not a number like"):
+        load_data(mixed, "test", **COLUMNS)
+
+
 def test_bad_logs_are_one_clear_error(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("u,i,t,r\na,1,1,5\na,2,2,4\na,3,yesterday,3\nb,1,1,good\n")

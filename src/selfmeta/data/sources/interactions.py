@@ -7,6 +7,7 @@ Two ways in:
 - any table the table sources read (CSV, TSV, Parquet, JSON Lines) with ``--user-column``, ``--item-column``
   and ``--time-column`` (all three named, since guessing them wrong would train on nonsense), optionally
   ``--rating-column`` with ``--min-rating`` for implicit feedback from ratings (a row counts from that rating).
+  Times are numbers (seconds or any numeric clock) or ISO 8601 dates; nothing else is guessed.
 
 Each user's interactions are ordered by time; ties keep the file's order (a stable sort: MovieLens holds many
 ratings within the same second). Users with fewer than 3 interactions cannot give a history, a validation
@@ -94,14 +95,23 @@ def leave_one_out(data: Dataset, split: str, users: str = "all", where: str | Pa
 
 
 def numeric_times(values: Any, column: str, where: str | Path) -> np.ndarray:
-    """A column of timestamps -> float64; one error line naming the first value that is not a number."""
+    """A column of timestamps -> float64 for ordering: numbers as they are, or every value an ISO 8601 date or
+    date-time (``2020-01-31``, ``2020-01-31T10:00:00``); one error line naming the first value that is neither."""
     import pandas as pd
 
-    times = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+    series = pd.Series(values).reset_index(drop=True)
+    times = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(times))
+    if len(bad) and len(bad) == len(series):  # no number at all: dates?
+        dates = pd.to_datetime(series, format="ISO8601", errors="coerce", utc=True)
+        if not dates.isna().any():
+            return (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(dates.isna().to_numpy())
     if len(bad):
+        rule = "neither a number nor an ISO 8601 date" if len(bad) == len(series) or not np.isfinite(times).any() \
+            else "not a number like the column's other values"
         raise SelfmetaError(f"{where}, row {int(bad[0]) + 1}: timestamp column {column!r} holds "
-                            f"{str(pd.Series(values).iloc[bad[0]])!r}, not a number (seconds or any numeric time)")
+                            f"{str(series.iloc[bad[0]])!r}, {rule}")
     return times
 
 
