@@ -223,7 +223,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         A ``batch_size`` larger than X is capped to the number of items (scikit-learn fits small arrays).
         """
         cfg = self._config()
-        data = as_dataset(X, self.input_shape, min_items=2, modality=self.modality)
+        data = self._training_data(X)
         if cfg.batch_size is not None and cfg.batch_size > len(data):
             cfg = replace(cfg, batch_size=len(data))
         result = train(cfg, data, run_dir=None, progress=self.verbose)
@@ -234,6 +234,9 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self.n_features_out_ = self.backbone_.num_features
         self.history_ = result.history
         return self
+
+    def _training_data(self, X: Any) -> Dataset:
+        return as_dataset(X, self.input_shape, min_items=2, modality=self.modality)
 
     def _checked_data(self, X: Any) -> Dataset:
         return _check_features(self, as_dataset(X, self.input_shape, modality=self.description_["modality"]))
@@ -461,11 +464,14 @@ class Recommender(SelfSupervised):
         method: ``sasrec``, ``cl4srec``, ``duorec`` or ``coldstart`` (``selfmeta list``).
         encoder: ``sasrec``.
         max_length: the most recent items kept per user (SASRec's L).
+        item_info: side information, ``{item_id: {"name": "Toy Story (1995)", "categories": ["Comedy"]}}``;
+            items seen a few times borrow from the names and categories they share with others.
         The others as in :class:`SelfSupervised`.
     """
 
     def __init__(
-        self, method: str = "sasrec", encoder: str = "sasrec", max_length: int = 50, epochs: int | None = None,
+        self, method: str = "sasrec", encoder: str = "sasrec", max_length: int = 50, item_info: dict | None = None,
+        epochs: int | None = None,
         time_budget: float | None = 60.0, batch_size: int | None = None, lr: float | None = None,
         optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05, precision: str = "auto",
         method_options: dict | None = None, view_options: dict | None = None, encoder_options: dict | None = None,
@@ -477,9 +483,18 @@ class Recommender(SelfSupervised):
                          encoder_options=encoder_options, device=device, random_state=random_state, verbose=verbose,
                          modality="interactions")
         self.max_length = max_length
+        self.item_info = item_info
 
     def _config(self) -> TrainConfig:
         return replace(super()._config(), input_options={"max_length": self.max_length})
+
+    def _training_data(self, X: Any) -> Dataset:
+        data = super()._training_data(X)
+        if self.item_info is not None:
+            if not isinstance(self.item_info, dict):
+                raise SelfmetaError("item_info must be a dict {item_id: {'name': ..., 'categories': [...]}}")
+            data.info = {str(k): dict(v) for k, v in self.item_info.items()}
+        return data
 
     def _rows(self, X: Any) -> Dataset:
         check_is_fitted(self, "backbone_")

@@ -57,3 +57,19 @@ def test_corrupt_side_information_is_refused():
     broken = saved.replace('"categories": [[', '"categories": [7, [', 1)
     with pytest.raises(SelfmetaError, match="not a selfmeta item vocabulary"):
         ItemVocabulary.from_json(broken, "items.json")
+
+
+def test_recommender_learns_from_item_info_and_keeps_it_when_saved(tmp_path):
+    from selfmeta.api import Recommender
+
+    sequences = [list(s) for s in RAW] * 4
+    rec = Recommender(epochs=2, time_budget=None, item_info=INFO, encoder_options={"dim": 8, "depth": 1, "heads": 1})
+    rec.fit(sequences)
+    assert rec.backbone_.encoder.side and rec.backbone_.encoder.categories.shape == (FIRST_ITEM + 4, 4)
+    rec.save(tmp_path / "rec.safetensors")
+    again = Recommender.load(tmp_path / "rec.safetensors")
+    assert again.backbone_.encoder.side
+    assert np.array_equal(again.recommend(sequences[:2], k=2)[0], rec.recommend(sequences[:2], k=2)[0])
+    assert not Recommender(epochs=1, time_budget=None).fit(sequences).backbone_.encoder.side
+    with pytest.raises(SelfmetaError, match="item_info must be a dict"):
+        Recommender(epochs=1, time_budget=None, item_info=["x"]).fit(sequences)
