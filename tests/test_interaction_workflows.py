@@ -139,6 +139,17 @@ def test_evaluate_coldstart(run, capsys):
     assert "takes steps=N" in capsys.readouterr().err
 
 
+def test_ranking_protocols_refuse_runs_of_other_data(tmp_path, capsys):
+    digits = tmp_path / "digits-run"
+    assert main(["pretrain", "--data", "digits", "--encoder", "mlp", "--out", str(digits), "--steps", "1",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    for protocol in ("ranking", "coldstart"):
+        assert main(["evaluate", str(digits), "--data", "digits", "--protocol", protocol]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and "interactions" in err
+
+
 def test_the_recommender_api(tmp_path):
     seqs = sequences()
     model = Recommender(time_budget=None, epochs=2, max_length=12, encoder_options={"dim": 16, "depth": 1, "heads": 1})

@@ -474,17 +474,20 @@ def _coldstart(args: argparse.Namespace, test: Dataset) -> dict:
     import torch
 
     from selfmeta.data import load_data
-    from selfmeta.engine.model import check_compatible, load_backbone, load_method, saved_preprocessor
+    from selfmeta.engine.model import check_compatible, load_backbone, load_method
     from selfmeta.evaluation.coldstart import cold_start_report
+    from selfmeta.evaluation.ranking import sequence_encoder
 
     shots, queries = args.shots or 3, args.queries or 10
     if shots < 1 or queries < 1:
         raise SelfmetaError("--shots and --queries must be at least 1")
     backbone, description = load_backbone(args.run_dir)
-    if test.keys is None or description["modality"] != "interactions":
-        raise SelfmetaError("--protocol coldstart is for interactions: a run trained on them, and their data")
-    vocabulary = saved_preprocessor(description, args.run_dir)
-    adapt = args.adapt if args.adapt != "prototype" else "meta" if description["method"] == "coldstart" else "none"
+    sequence_encoder(backbone)                       # a run that scores items from users' histories
+    test = check_compatible(description, test)      # its modality, prepared by the run's item vocabulary
+    vocabulary = test.preprocessor
+    method = load_method(args.run_dir, test)
+    learned = hasattr(method, "rates")              # a run whose method learned its adaptation (coldstart)
+    adapt = args.adapt if args.adapt != "prototype" else "meta" if learned else "none"
     options = {"steps": 5, "lr": 0.1, **key_values(args.overrides)}
     unknown = sorted(set(options) - {"steps", "lr"})
     if unknown or not isinstance(options["steps"], int) or options["steps"] < 0 or not float(options["lr"]) > 0:
@@ -492,8 +495,7 @@ def _coldstart(args: argparse.Namespace, test: Dataset) -> dict:
                             + (f"; not {', '.join(unknown)}" if unknown else ""))
     steps, lr = options["steps"], float(options["lr"])
     if adapt == "meta":
-        method = load_method(args.run_dir, check_compatible(description, test))
-        if not hasattr(method, "rates"):
+        if not learned:
             raise SelfmetaError(f"--adapt meta needs a run of the coldstart method; {args.run_dir} is "
                                 f"{description['method']}")
         steps, lr = method.steps, method.rates.detach()

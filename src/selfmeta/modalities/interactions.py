@@ -80,10 +80,10 @@ class ItemVocabulary(Preprocessor):
     def fit(self, raw: np.ndarray, info: dict[str, dict[str, Any]] | None = None) -> "ItemVocabulary":
         """The catalogue: every item of the training rows; with ``side`` and ``info``, each item's name and
         categories (an item the source does not describe has none)."""
-        seen = {str(item) for sequence in raw for item in sequence}
-        if not seen:
+        seen = np.unique(np.concatenate([np.asarray(s, dtype=str) for s in raw])) if len(raw) else []
+        if len(seen) == 0:
             raise SelfmetaError("the training split holds no interaction")
-        self.set_items(sorted(seen, key=_natural))
+        self.set_items(sorted(seen.tolist(), key=_natural))
         if self.side and info:
             self.names = [str(info.get(i, {}).get("name") or "") for i in self.items]
             self.categories = [sorted({str(c) for c in info.get(i, {}).get("categories") or ()}) for i in self.items]
