@@ -55,7 +55,9 @@ def one_json(stdout: str) -> dict:
 
 
 def metric_steps(run: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    """The steps of the training records (the label-free quality records are apart: no loss)."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if "loss" in r]
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:

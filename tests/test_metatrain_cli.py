@@ -27,7 +27,9 @@ def test_metatrain_writes_a_complete_run(protonet_run):
     assert config["tasks"] == "labels" and config["method"] == "protonet"
     assert (config["ways"], config["shots"], config["queries"], config["tasks_per_step"]) == (5, 1, 5, 4)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [10, 20, 30, 40] and "accuracy" in records[-1]
+    losses = [r for r in records if "loss" in r]
+    assert [r["step"] for r in losses] == [10, 20, 30, 40] and "accuracy" in losses[-1]
+    assert records[-1]["step"] == 40 and records[-1]["rankme"] > 1  # the label-free quality of the final weights
     assert (run / "checkpoint.pt").is_file() and (run / "encoder.safetensors").is_file()
 
 

@@ -172,12 +172,16 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
             reads (N, D) as a table, (N, H, W) or (N, C, H, W) as images, and a list of strings as text.
         input_options: options of the modality's preprocessor: for text, the tokenizer trained on X
             (``{"vocab_size": 8000, "model": "wordpiece", "lowercase": True, "max_length": 128}``).
+        tune: choose the settings on X first, as ``selfmeta tune`` does: short pilots scored by RankMe for
+            40% of ``time_budget`` (required), then the best trained for the rest. Options given here (lr,
+            batch_size, the option dicts) are kept, not searched.
 
     Attributes:
         method_: the trained method (its ``backbone`` is ``backbone_``; heads, centroids).
         backbone_: the trained normalization + encoder.
         n_features_out_: size of ``transform``'s output.
         history_: logged training records.
+        tune_: with ``tune=True``, the search: its trials (options, scores, state) and the winner.
     """
 
     def __init__(
@@ -186,7 +190,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         optimizer: str = "adamw", weight_decay: float | None = None, warmup: float = 0.05,
         precision: str = "auto", method_options: dict | None = None, view_options: dict | None = None,
         encoder_options: dict | None = None, device: str = "auto", random_state: int = 0, verbose: bool = False,
-        modality: str | None = None, input_options: dict | None = None,
+        modality: str | None = None, input_options: dict | None = None, tune: bool = False,
     ) -> None:
         self.method = method
         self.encoder = encoder
@@ -207,6 +211,7 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.modality = modality
         self.input_options = input_options
+        self.tune = tune
 
     def _config(self) -> TrainConfig:
         return TrainConfig(
@@ -226,7 +231,10 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         data = self._training_data(X)
         if cfg.batch_size is not None and cfg.batch_size > len(data):
             cfg = replace(cfg, batch_size=len(data))
-        result = train(cfg, data, run_dir=None, progress=self.verbose)
+        if self.tune:
+            result = self._tuned(cfg, data)
+        else:
+            result = train(cfg, data, run_dir=None, progress=self.verbose)
         self.method_ = result.method.cpu().eval()
         self.backbone_ = self.method_.backbone
         self.description_ = result.description
@@ -234,6 +242,19 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
         self.n_features_out_ = self.backbone_.num_features
         self.history_ = result.history
         return self
+
+    def _tuned(self, cfg: TrainConfig, data: Dataset) -> Any:
+        from selfmeta.engine.tune import tune
+
+        if self.time_budget is None:
+            raise SelfmetaError("tune=True needs a time_budget: the search and the training share it")
+        fixed = {k for k in ("lr", "batch_size") if getattr(self, k) is not None}
+        for prefix, given in (("method", self.method_options), ("views", self.view_options)):
+            fixed |= {f"{prefix}.{k}" for k in (given or {})}
+        tuned = tune(replace(cfg, epochs=None), data, self.time_budget, None, fixed=fixed)
+        self.tune_ = {"score": tuned.score, "winner": tuned.best.number, "winner_options": tuned.best.options,
+                      "trials": [t.record() for t in tuned.trials]}
+        return tuned.result
 
     def _training_data(self, X: Any) -> Dataset:
         return as_dataset(X, self.input_shape, min_items=2, modality=self.modality)

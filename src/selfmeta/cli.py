@@ -143,6 +143,34 @@ def build_parser() -> argparse.ArgumentParser:
     _episode_args(p, queries=15)
     p.add_argument("--tasks-per-step", type=int, default=None, help="episodes per step and process (default: 32)")
 
+    p = sub.add_parser("tune", help="choose the settings on your data within a time budget (short pilots scored by "
+                       "RankMe, or by a few labels), then train the best for the rest of it",
+                       epilog="options given as key=value are kept as they are and not searched")
+    _data_args(p, "train")
+    p.add_argument("--method", default=None, help="the method (default: the search chooses among "
+                   "simclr, moco, barlow and vicreg); with --tasks, a meta-learner (default: protonet)")
+    p.add_argument("--encoder", default=None, help=f"{' | '.join(ENCODERS.names())} (default: the modality's)")
+    p.add_argument("--out", required=True, help="run directory to create: the winner's run, with the trials in config.json")
+    p.add_argument("--time-budget", type=float, required=True, help="seconds in all: the search, then the winner")
+    p.add_argument("--search-share", type=float, default=0.4, help="part of the budget spent searching (default: 0.4)")
+    p.add_argument("--trials", type=int, default=None, help="a fixed number of pilots instead of the search time")
+    p.add_argument("--pilot-items", type=int, default=None, help="items each pilot trains on (default: what the "
+                   "first pilot, the defaults, trains in its share of the search time)")
+    p.add_argument("--search", action="append", default=[], metavar="NAME=LOW:HIGH", help="your own range for an "
+                   "option (NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A,B,C; e.g. method.temperature=0.1:0.5); repeat it")
+    p.add_argument("--score", default="alignment", choices=("alignment", "lidar", "rankme"), help="the label-free "
+                   "score of a pilot: the alignment of two views of each item, drawn with the defaults' views for "
+                   "every pilot (default), LiDAR with those views, or RankMe")
+    p.add_argument("--labels-per-class", type=int, default=None, help="score pilots by a linear probe on K labels per "
+                   "class of --val-split (the rest of that split scores it) instead of RankMe")
+    p.add_argument("--val-split", default=None, choices=SPLITS, help="the labelled split for --labels-per-class")
+    p.add_argument("--tasks", default=None, help=f"tune episodic meta-training: {' | '.join(TASKS.names())}")
+    _episode_args(p, queries=15)
+    p.add_argument("--tasks-per-step", type=int, default=None, help="with --tasks: episodes per step (default: 32)")
+    p.add_argument("--config", default=None, help="JSON (or TOML) file of options (kept, not searched)")
+    p.add_argument("--no-progress", action="store_true", help="no line per pilot")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="options kept as given, e.g. encoder.width=32")
+
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
@@ -150,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels) | "
                    "ranking (interactions: HR@10 and NDCG@10 of each user's next item, full and against 100 sampled "
                    "items) | coldstart (interactions: each user seen through their first --shots items, default 3, "
-                   "scored on the next --queries, default 10); tip and finetune need --labels-per-class")
+                   "scored on the next --queries, default 10) | quality (no labels: RankMe, alignment and uniformity of the split's "
+                   "features); tip and finetune need --labels-per-class")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)
@@ -279,7 +308,78 @@ def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
         return
     print(json.dumps({"run_dir": str(out), "steps": result.steps, "epochs": round(result.epochs_done, 3),
                       "seconds": round(result.elapsed, 1), "stopped_by": result.stopped_by,
-                      "final_loss": result.history[-1]["loss"] if result.history else None}))
+                      "final_loss": result.history[-1]["loss"] if result.history else None,
+                      **result.quality}))
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from selfmeta.data.source import fingerprint
+    from selfmeta.engine.config import TrainConfig, read_config_file, resolve_options
+    from selfmeta.engine.trainer import prepare_run_dir
+    from selfmeta.engine.tune import METHODS as SEARCHED_METHODS, Trial, parse_search, tune
+    from selfmeta.methods import METHODS
+
+    if args.trials is not None and args.trials < 1 or args.pilot_items is not None and args.pilot_items < 1:
+        raise SelfmetaError("--trials and --pilot-items take a whole number >= 1")
+    if args.time_budget <= 0:
+        raise SelfmetaError(f"--time-budget takes a number of seconds > 0, got {args.time_budget:g}")
+    if (args.labels_per_class is None) != (args.val_split is None):
+        raise SelfmetaError("--labels-per-class and --val-split go together: the probe draws K labels per class "
+                            "from the split you name")
+    if args.val_split == args.split:
+        raise SelfmetaError(f"--val-split {args.val_split} is the split the pilots train on; name another")
+    config_file = read_config_file(args.config) if args.config else {}
+    flags: dict = {"epochs": None, "time_budget": args.time_budget}
+    if args.tasks is not None:
+        flags.update(tasks=args.tasks, method="protonet", **{k: getattr(args, k) for k in (
+            "ways", "shots", "queries", "tasks_per_step") if getattr(args, k) is not None})
+    elif any(getattr(args, k) is not None for k in ("ways", "shots", "queries", "tasks_per_step")):
+        raise SelfmetaError("--ways, --shots, --queries and --tasks-per-step are for episodic tuning (--tasks)")
+    flags.update({key: getattr(args, key) for key in ("method", "encoder") if getattr(args, key) is not None})
+    values = resolve_options({}, config_file, flags, args.overrides)
+    fixed = {key.partition("=")[0] for key in args.overrides} | _nested_keys(config_file)
+    data = _load(args)
+    values.setdefault("encoder", data.spec.default_encoder)
+    cfg = TrainConfig.from_dict(values)
+    methods = None
+    if args.method is None and args.tasks is None and "method" not in config_file:
+        methods = tuple(m for m in SEARCHED_METHODS if METHODS.get(m).takes(data.modality))
+    space = parse_search(args.search, cfg, data)
+    val = _load(args, args.val_split) if args.val_split else None
+    info = {**fingerprint(args.data), "format": args.format, "split": args.split,
+            **{key: getattr(args, key) for key in SOURCE_FLAGS}}
+    out = Path(args.out)
+    prepare_run_dir(out, False, cfg, {})  # an existing run is refused before the search, not after it
+
+    def report(trial: Trial) -> None:
+        if not args.no_progress:
+            options = " ".join(f"{k}={json.dumps(v)}" for k, v in trial.options.items()) or "(the defaults)"
+            score = "-" if trial.score is None else f"{trial.score:.4g}"
+            print(f"trial {trial.number}: {trial.state}, score {score} after {trial.steps} steps, "
+                  f"{trial.seconds:.0f} s: {options}", file=sys.stderr, flush=True)
+
+    tuned = tune(cfg, data, args.time_budget, out, fixed=fixed, methods=methods, space=space, signal=args.score, val=val,
+                 labels_per_class=args.labels_per_class, search_share=args.search_share, trials=args.trials,
+                 pilot_items=args.pilot_items, progress=False, data_info=info, report=report)
+    result = tuned.result
+    print(json.dumps({"run_dir": str(out), "score": tuned.score, "trials": len(tuned.trials),
+                      "winner": tuned.best.number, "winner_options": tuned.best.options,
+                      "winner_score": tuned.best.score, "search_seconds": round(tuned.search_seconds, 1),
+                      "steps": result.steps, "seconds": round(result.elapsed, 1), **result.quality}))
+
+
+def _nested_keys(values: dict) -> set[str]:
+    """The options a --config file sets, by the names a user types (``views.rotation``, ``lr``)."""
+    from selfmeta.engine.config import GROUPS
+
+    prefixes = {field: prefix for prefix, field in GROUPS.items()}
+    keys = set()
+    for key, value in values.items():
+        if key in prefixes and isinstance(value, dict):
+            keys |= {f"{prefixes[key]}.{k}" for k in value}
+        else:
+            keys.add(key)
+    return keys
 
 
 def _features(run_dir: str, data, part: str | None = None) -> np.ndarray:
@@ -506,11 +606,25 @@ def _coldstart(args: argparse.Namespace, test: Dataset) -> dict:
     return cold_start_report(backbone, vocabulary, test.raw, shots, queries, adapt, steps, lr, counts)
 
 
+def _quality(run_dir: str, data: Dataset) -> dict:
+    """The label-free signals of a run's features on ``data`` (its views for alignment), as training logs them."""
+    import torch
+
+    from selfmeta.engine.model import check_compatible, load_backbone, load_method
+    from selfmeta.evaluation.quality import QualityProbe
+
+    method = load_method(run_dir, data)  # raw data: it prepares its own copy
+    data = check_compatible(load_backbone(run_dir)[1], data)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    probe = QualityProbe(data, size=min(len(data), 4096))
+    return {"protocol": "quality", "items": len(probe.index), **probe(method.to(device), device)}
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.files import atomic_write
     from selfmeta.evaluation import ADAPT_PROTOCOLS, PROTOCOLS, run_protocol
 
-    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS, "ranking", "coldstart")
+    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS, "ranking", "coldstart", "quality")
     if args.protocol not in protocols:
         raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(protocols)}")
     if args.protocol != "anomaly" and (args.normal_class or args.detector) or args.overrides and args.protocol not in (
@@ -542,6 +656,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         result = ranking_report(backbone, train, check_compatible(description, test))
     elif args.protocol == "coldstart":
         result = _coldstart(args, test)
+    elif args.protocol == "quality":
+        result = _quality(args.run_dir, test)
     elif args.protocol == "tip":
         from selfmeta.evaluation import run_tip
 
@@ -889,7 +1005,7 @@ def cmd_quickstart(args: argparse.Namespace) -> None:
     run_quickstart(Path(args.out) if args.out else None, epochs=args.epochs)
 
 
-COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "evaluate": cmd_evaluate, "embed": cmd_embed,
+COMMANDS = {"pretrain": cmd_pretrain, "metatrain": cmd_metatrain, "tune": cmd_tune, "evaluate": cmd_evaluate, "embed": cmd_embed,
             "topics": cmd_topics, "recommend": cmd_recommend, "detect": cmd_detect, "nab": cmd_nab, "download": cmd_download, "list": cmd_list,
             "quickstart": cmd_quickstart}
 

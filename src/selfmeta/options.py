@@ -67,6 +67,24 @@ class Option:
 
 
 @dataclass(frozen=True)
+class Searched:
+    """Where ``selfmeta tune`` looks for an option's value: a number in [low, high] (on a log scale with
+    ``log``, whole numbers with ``integer``), or one of ``choices``. ``pair_high`` makes the value the low
+    end of a pair whose high end is fixed (a crop scale ``(v, 1.0)``)."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    choices: tuple[Any, ...] | None = None
+    pair_high: float | None = None
+
+    def value(self, drawn: Any) -> Any:
+        """The option's value for a drawn number or choice."""
+        return (drawn, self.pair_high) if self.pair_high is not None else drawn
+
+
+@dataclass(frozen=True)
 class Declared:
     """An option as a constructor takes it: name, type, default, range and help."""
 

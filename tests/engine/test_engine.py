@@ -49,7 +49,9 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 
 def metric_steps(run_dir: Path) -> list[int]:
-    return [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    """The steps of the training records (the label-free quality records are apart: no loss)."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["step"] for r in records if "loss" in r]
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
@@ -396,7 +398,7 @@ EPISODIC = {"method": "protonet", "tasks": "labels", "ways": 5, "shots": 1, "que
 @pytest.mark.slow
 @pytest.mark.parametrize("method_cls,changes", [(SimCLR, {}), (ProtoNet, EPISODIC)], ids=["items", "episodes"])
 def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, monkeypatch, method_cls, changes):
-    cfg = small_config(epochs=4, log_every=1, **changes)
+    cfg = small_config(epochs=4, log_every=1, quality_every=STEPS_PER_EPOCH, **changes)
     full = train(cfg, digits, tmp_path / "full", progress=False)
 
     # Interrupt a second run mid-epoch (step 15 of 44): the last checkpoint is the end of epoch 1 (step 11).
@@ -422,8 +424,11 @@ def test_resume_after_an_interruption_replays_the_same_run(digits, tmp_path, mon
     assert_same_weights(weights(full), weights(resumed))
     steps = metric_steps(run)
     assert steps == list(range(1, full.steps + 1))  # strictly increasing, no step logged twice
-    losses = {json.loads(line)["step"]: json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in records if "loss" in r}
     assert [losses[s] for s in steps] == [r["loss"] for r in full.history]
+    quality = [r for r in records if "rankme" in r]  # every epoch's, as in the run that was not interrupted
+    assert quality == full.quality_history and len(quality) == 4
     assert load_checkpoint(run / "checkpoint.pt")["finished"] is True
 
 

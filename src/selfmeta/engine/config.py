@@ -49,6 +49,10 @@ class TrainConfig:
     precision: str = "auto"          # auto | fp32 | bf16
     channels_last: bool = True       # NHWC memory layout for image encoders: faster convolutions on CPU
     log_every: int = 20              # steps between metric records
+    # Label-free quality (RankMe, alignment, uniformity) of a fixed sample: None: every epoch and at least
+    # 100 steps apart, and at the end; 0: never (selfmeta.evaluation.quality).
+    quality_every: int | None = None
+    quality_sample: int = 1024       # items of the training split in that fixed sample
     # Episodic training (selfmeta metatrain): where tasks come from, and their shape. None: item batches.
     tasks: str | None = None         # a task constructor (selfmeta list): "labels", "umtra", "cactus", ...
     ways: int = 5                    # N classes per episode
@@ -79,6 +83,9 @@ class TrainConfig:
                             choices=PRECISIONS),
         "channels_last": Option("NHWC layout for image encoders (faster convolutions on CPU)"),
         "log_every": Option("steps between records in metrics.jsonl", ge=1),
+        "quality_every": Option("steps between RankMe/alignment/uniformity records; null: every epoch, at least "
+                                "100 steps apart, and at the end; 0: never", ge=0),
+        "quality_sample": Option("items of the training split the quality signals are computed on", ge=2),
         "tasks": Option("a task constructor (selfmeta list); null: item batches (pretrain)"),
         "ways": Option("N classes per episode", ge=2),
         "shots": Option("K support items per class", ge=1),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,8 @@ from selfmeta.meta import METALEARNERS
 from selfmeta.methods import BUILT_BY_ENGINE, METHODS, Method
 from selfmeta.modalities import MODALITIES, get_modality
 from selfmeta.options import check_options
+
+log = logging.getLogger(__name__)
 
 NORMALIZATION_SAMPLE = 20_000  # items the normalization statistics are computed on (the first ones)
 
@@ -43,6 +47,20 @@ def build_method(cfg: TrainConfig, data: Dataset) -> Method:
         spec = EpisodeSpec(cfg.ways, cfg.shots, cfg.queries)
         return method_cls(Backbone(normalize, encoder), views, spec, **method_options)
     return method_cls(Backbone(normalize, encoder), views, **method_options)
+
+
+RULE_SAMPLE = 2_000  # items the data-adapted view defaults look at (the first ones)
+
+
+def adapt_views(cfg: TrainConfig, data: Dataset) -> tuple[TrainConfig, dict[str, Any]]:
+    """``cfg`` with the view options its data's rule chooses (``Views.data_defaults``: e.g. no flip for
+    symbols) for those the user did not set, and what was chosen and why ({} where no rule applies)."""
+    chosen, rule = data.spec.views.data_defaults(data.take(torch.arange(min(len(data), RULE_SAMPLE))))
+    chosen = {k: v for k, v in chosen.items() if k not in cfg.view_options}
+    if not chosen:
+        return cfg, {}
+    log.info("views for this data (%s): %s", rule, ", ".join(f"{k}={v}" for k, v in chosen.items()))
+    return replace(cfg, view_options={**cfg.view_options, **chosen}), {"rule": rule, "options": chosen}
 
 
 def fit_preprocessor(cfg: TrainConfig, data: Dataset, saved: Path | None = None) -> Dataset:

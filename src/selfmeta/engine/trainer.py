@@ -10,7 +10,8 @@ Run directory::
     config.json          resolved configuration, data description, the commands that started and resumed it
     checkpoint.pt        latest resumable state (weights_only-loadable)
     encoder.safetensors  backbone weights + description, for embed/evaluate/the API
-    metrics.jsonl        one JSON record per logged step
+    metrics.jsonl        one JSON record per logged step; label-free quality records (RankMe, alignment,
+                         uniformity of a fixed sample) every epoch and at the end
     tensorboard/         the same metrics for TensorBoard
 """
 
@@ -26,7 +27,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -37,9 +38,10 @@ from selfmeta.data.dataset import Dataset
 from selfmeta.engine.batches import batch_plan
 from selfmeta.engine.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, save_checkpoint, save_weights
 from selfmeta.engine.config import TrainConfig
-from selfmeta.engine.model import build_method, describe, fit_preprocessor
+from selfmeta.engine.model import adapt_views, build_method, describe, fit_preprocessor
 from selfmeta.engine.optim import build_optimizer, lr_factor
 from selfmeta.errors import SelfmetaError
+from selfmeta.evaluation.quality import QualityProbe
 from selfmeta.files import atomic_write, remove_stale_temporaries, writer_pid
 from selfmeta.methods import Method
 from selfmeta.runtime import cpu_description, resolve_precision
@@ -56,9 +58,11 @@ class TrainResult:
     steps: int
     epochs_done: float
     elapsed: float                         # seconds of training (resumed runs included)
-    stopped_by: str                        # "epochs" | "steps" | "time_budget"
-    history: list[dict[str, Any]] = field(default_factory=list)
+    stopped_by: str                        # "epochs" | "steps" | "time_budget" | "monitor"
+    history: list[dict[str, Any]] = field(default_factory=list)   # the training records of metrics.jsonl
     description: dict[str, Any] = field(default_factory=dict)  # what rebuilds the backbone (model.describe)
+    quality: dict[str, float] = field(default_factory=dict)      # the final label-free signals (evaluation.quality)
+    quality_history: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's quality records
 
 
 def resolve_device(name: str) -> torch.device:
@@ -98,7 +102,8 @@ class _Metrics:
     """JSONL and TensorBoard records, on the main process only."""
 
     def __init__(self, run_dir: Path | None, resume_step: int) -> None:
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []   # the training records (loss, lr, speed...)
+        self.quality: list[dict[str, Any]] = []   # the label-free quality records (no loss)
         self.path = run_dir / METRICS if run_dir else None
         self.tb = None
         if run_dir is None:
@@ -107,20 +112,22 @@ class _Metrics:
             # Keep the records up to the checkpoint: the steps after it are trained again.
             kept = [r for r in read_records(self.path) if r["step"] <= resume_step]
             atomic_write(self.path, lambda tmp: tmp.write_text("".join(json.dumps(r) + "\n" for r in kept)))
-            self.history = kept
+            self.history = [r for r in kept if "loss" in r]
+            self.quality = [r for r in kept if "loss" not in r]
         from torch.utils.tensorboard import SummaryWriter
 
         self.tb = SummaryWriter(str(run_dir / "tensorboard"), purge_step=max(resume_step, 0) + 1)
 
     def write(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
+        group = "train" if "loss" in record else "quality"
+        (self.history if group == "train" else self.quality).append(record)
         if self.path is None:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
         for key, value in record.items():
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                self.tb.add_scalar(f"train/{key}", value, record["step"])
+                self.tb.add_scalar(f"{group}/{key}", value, record["step"])
 
     def close(self) -> None:
         if self.tb is not None:
@@ -210,12 +217,19 @@ def train(
     resume: bool = False,
     progress: bool = True,
     data_info: dict[str, Any] | None = None,
+    monitor: Callable[[int, float, Method], bool] | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use)."""
+    """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use).
+
+    ``monitor(step, elapsed, method)``, called after every optimizer step, stops training by returning True
+    (``stopped_by="monitor"``; selfmeta tune prunes its pilots so). ``notes`` go into ``config.json`` as they
+    are (selfmeta tune: its trials)."""
     run_dir = Path(run_dir) if run_dir is not None else None
     cfg = cfg.resolved(len(data), int(os.environ.get("WORLD_SIZE", "1")))
     saved = run_dir / data.spec.preprocessor.file if run_dir is not None and resume and data.spec.preprocessor else None
     data = fit_preprocessor(cfg, data, saved)  # text: the tokenizer, trained on this split (or the run's own)
+    cfg, view_rule = adapt_views(cfg, data)   # e.g. symbols: no flip (Views.data_defaults)
     data_record = {**(data_info or {"name": data.name}), "items": len(data), "input_shape": list(data.input_shape)}
     if run_dir is not None:
         resume = prepare_run_dir(run_dir, resume, cfg, data_record)
@@ -225,7 +239,7 @@ def train(
     own_group = distributed.init_from_env(device)
     finished = False
     try:
-        result = _train(cfg, data, run_dir, resume, progress, data_record)
+        result = _train(cfg, data, run_dir, resume, progress, data_record, view_rule, monitor, notes or {})
         finished = True
         return result
     finally:
@@ -235,6 +249,7 @@ def train(
 
 def _train(
     cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume: bool, progress: bool, data_record: dict[str, Any],
+    view_rule: dict[str, Any], monitor: Callable[[int, float, Method], bool] | None, notes: dict[str, Any],
 ) -> TrainResult:
     device = resolve_device(cfg.device)  # picks the local GPU once the group exists
     rank, world = distributed.rank(), distributed.world_size()
@@ -290,8 +305,14 @@ def _train(
             "torch_version": torch.__version__,
             "commands": [" ".join(sys.argv)],
         }
+        if view_rule:
+            record["views_for_this_data"] = view_rule  # options taken from the data's rule, and why
+        record.update(notes)
         if resume and (run_dir / CONFIG).is_file():  # keep how the run was started, add how it was resumed
-            record["commands"] = json.loads((run_dir / CONFIG).read_text()).get("commands", []) + record["commands"]
+            before = json.loads((run_dir / CONFIG).read_text())
+            record["commands"] = before.get("commands", []) + record["commands"]
+            if "views_for_this_data" in before:  # (resumed, the options are the run's own: no rule applies)
+                record["views_for_this_data"] = before["views_for_this_data"]
         atomic_write(run_dir / CONFIG, lambda tmp: tmp.write_text(json.dumps(record, indent=2) + "\n"))
         if data.preprocessor is not None:  # a readable copy; resume reads it back, the weights carry their own
             text = data.preprocessor.to_json()
@@ -315,6 +336,15 @@ def _train(
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
     )
+    probe = QualityProbe(data, cfg.quality_sample, cfg.seed) if main and cfg.quality_every != 0 else None
+    quality_every = cfg.quality_every or max(steps_per_epoch, 100)
+    quality: dict[str, float] = {}
+    quality_step = metrics.quality[-1]["step"] if metrics.quality else -1  # resumed: the kept records
+
+    def measure_quality() -> dict[str, float]:
+        values = probe(method, device, cfg.channels_last, autocast)
+        metrics.write({"step": step, "epoch": round(step / steps_per_epoch, 4), **values})
+        return values
     bar = None
     if progress and main:
         from tqdm.auto import tqdm
@@ -390,8 +420,15 @@ def _train(
                     metrics.write(record)
                 if bar is not None:
                     bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if probe is not None and step % quality_every == 0:
+                quality, quality_step = measure_quality(), step
+            if monitor is not None and monitor(step, elapsed_before + time.perf_counter() - start, method):
+                stopped_by = "monitor"
+                break
             if step % steps_per_epoch == 0:
                 checkpoint(False, elapsed_before + time.perf_counter() - start)
+        if probe is not None and step > 0 and quality_step != step:
+            quality = measure_quality()  # the signals of the weights saved below
         elapsed = elapsed_before + time.perf_counter() - start
         checkpoint(True, elapsed)
         if world > 1:
@@ -403,7 +440,8 @@ def _train(
             bar.close()
         metrics.close()
     method.eval()
-    return TrainResult(method, step, step / steps_per_epoch, elapsed, stopped_by, metrics.history, description)
+    return TrainResult(method, step, step / steps_per_epoch, elapsed, stopped_by, metrics.history, description,
+                       quality, metrics.quality)
 
 
 def _param_checksum(module: torch.nn.Module) -> float:

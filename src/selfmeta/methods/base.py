@@ -24,7 +24,7 @@ from torch import nn
 from selfmeta.data.dataset import Dataset
 from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
-from selfmeta.options import Option
+from selfmeta.options import Option, Searched
 from selfmeta.registry import Registry
 
 
@@ -41,6 +41,7 @@ class Method(nn.Module):
     options: ClassVar[dict[str, Option]] = {}                   # range and help of each keyword option
     # Training options this method prefers where the user sets none (e.g. TS2Vec's batch of 8 and lr 1e-3).
     defaults: ClassVar[dict[str, Any]] = {}
+    search: ClassVar[dict[str, Searched]] = {}                  # the options selfmeta tune searches, and where
 
     def __init__(self, backbone: Backbone, views: Views) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from selfmeta.methods.base import METHODS, Method, StepOutput
 from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
 from selfmeta.methods.momentum import ema_update_, momentum_copy
 from selfmeta.objectives.infonce import info_nce
-from selfmeta.options import Option
+from selfmeta.options import Option, Searched
 
 
 @METHODS.register("moco")
@@ -55,6 +55,7 @@ class MoCo(Method):
         "momentum": Option("key encoder moving-average rate (0.99 small data, 0.999 ImageNet)", ge=0, le=1),
         **PROJECTION_OPTIONS,
     }
+    search = {"temperature": Searched(0.05, 0.5, log=True)}
 
     def __init__(
         self,

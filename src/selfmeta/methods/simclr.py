@@ -10,7 +10,7 @@ from selfmeta.modalities.base import Views
 from selfmeta.encoders.base import Backbone
 from selfmeta.methods.base import METHODS, Method, StepOutput
 from selfmeta.methods.heads import PROJECTION_OPTIONS, projection_head
-from selfmeta.options import Option
+from selfmeta.options import Option, Searched
 from selfmeta.objectives import nt_xent
 
 
@@ -32,6 +32,7 @@ class SimCLR(Method):
     paper = "Chen et al., A Simple Framework for Contrastive Learning of Visual Representations, ICML 2020"
     options = {"temperature": Option("NT-Xent temperature; 0.1-0.5 is usual, smaller is sharper", gt=0),
                **PROJECTION_OPTIONS}
+    search = {"temperature": Searched(0.05, 1.0, log=True)}
 
     def __init__(
         self, backbone: Backbone, views: Views, temperature: float = 0.5, proj_hidden: int = 512, proj_dim: int = 128

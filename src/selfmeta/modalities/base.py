@@ -31,7 +31,7 @@ from torch import nn
 
 from selfmeta.encoders.base import Normalize, Unnormalized, to_unit
 from selfmeta.errors import SelfmetaError
-from selfmeta.options import Option, check_options
+from selfmeta.options import Option, Searched, check_options
 from selfmeta.registry import Registry
 
 # Constructor arguments of a view family that the engine supplies (the normalizer's statistics).
@@ -48,6 +48,18 @@ class Views(nn.Module):
     description: str = ""
     options: dict[str, Option] = {}
     inputs: tuple[str, ...] = ()  # constructor arguments the modality's preprocessor supplies (records: columns)
+
+    @classmethod
+    def search_space(cls, input_shape: tuple[int, ...]) -> dict[str, Searched]:
+        """The options ``selfmeta tune`` searches, and where (none: the tuner leaves the views as they are)."""
+        return {}
+
+    @classmethod
+    def data_defaults(cls, sample: torch.Tensor) -> tuple[dict[str, Any], str]:
+        """Option values that suit the data better than the fixed defaults, where a rule is known, and the
+        rule in words (what it looked at); the engine takes them for the options the user did not set and
+        records them in the run's config. ``sample``: raw items of the training split, (N, *item_shape)."""
+        return {}, ""
 
 
 class Preprocessor:

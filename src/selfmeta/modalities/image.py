@@ -11,13 +11,30 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Any
 
 import kornia
 import torch
 import torch.nn.functional as F
 
+from selfmeta.encoders.base import to_unit
 from selfmeta.modalities.base import MODALITIES, Modality, Views
-from selfmeta.options import Option
+from selfmeta.options import Option, Searched
+
+# Single-channel images whose strokes cover less than this share of the frame are symbols (digits, letters,
+# characters: MNIST 0.16, Omniglot 0.13 of the pixels; clothing or grey photographs fill far more).
+SYMBOL_INK = 0.3
+
+
+def ink_fraction(x: torch.Tensor) -> torch.Tensor:
+    """(N,) share of each image's pixels that differ from its background by more than a quarter of its
+    range; the background is the median of the border pixels. x: (N, C, H, W) raw items."""
+    x = to_unit(x).float().mean(1)                                        # (N, H, W) grey
+    low, high = x.amin(dim=(1, 2), keepdim=True), x.amax(dim=(1, 2), keepdim=True)
+    x = (x - low) / (high - low).clamp_min(1e-8)
+    border = torch.cat([x[:, 0], x[:, -1], x[:, :, 0], x[:, :, -1]], dim=1)  # (N, 2H + 2W)
+    background = border.median(dim=1).values.view(-1, 1, 1)
+    return ((x - background).abs() > 0.25).float().mean(dim=(1, 2))
 
 
 def _uniform(n: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
@@ -96,6 +113,41 @@ class ImageViews(Views):
         "blur": Option("probability of Gaussian blur; null: 0.5 for images of 64 px and more, else 0", ge=0, le=1),
         "blur_sigma": Option("range of the blur's sigma in pixels, (low, high)", gt=0, ordered=True),
     }
+
+    @classmethod
+    def search_space(cls, input_shape: tuple[int, ...]) -> dict[str, Searched]:
+        channels, height, width = input_shape
+        space = {
+            "crop_scale": Searched(0.08, 0.9, pair_high=1.0),
+            "hflip": Searched(choices=(0.0, 0.5)),
+            "rotation": Searched(0.0, 30.0),
+            "jitter": Searched(0.0, 1.0),
+            "brightness": Searched(0.0, 0.8),
+            "contrast": Searched(0.0, 0.8),
+            "blur": Searched(0.0, 0.5),
+        }
+        if min(height, width) <= 64:  # strokes of small images (the option is in pixels)
+            space["elastic"] = Searched(0.0, 3.0)
+        if channels == 3:
+            space.update(saturation=Searched(0.0, 0.8), hue=Searched(0.0, 0.2), grayscale=Searched(0.0, 0.5))
+        return space
+
+    @classmethod
+    def data_defaults(cls, sample: torch.Tensor) -> tuple[dict[str, Any], str]:
+        """Symbols (one channel, strokes on a plain background: ``ink_fraction`` below ``SYMBOL_INK``) keep
+        their meaning only unmirrored and mostly whole, and have no colour: no flip, no colour jitter, crops
+        of 50-100% and rotations up to 15 degrees (the handwriting views chosen on MNIST's and Omniglot's
+        validation splits, BENCHMARKS.md). Large images (96 px and more) crop down to 8% of the area, as
+        SimCLR does on ImageNet; smaller ones keep CIFAR's 20%."""
+        channels, height, width = sample.shape[1:]
+        if channels == 1 and len(sample):
+            ink = float(ink_fraction(sample).mean())
+            if ink < SYMBOL_INK:
+                return ({"hflip": 0.0, "jitter": 0.0, "crop_scale": (0.5, 1.0), "rotation": 15.0},
+                        f"symbols: one channel, strokes cover {ink:.0%} of the frame (< {SYMBOL_INK:.0%})")
+        if min(height, width) >= 96:
+            return {"crop_scale": (0.08, 1.0)}, f"large images ({height}x{width} px, at least 96)"
+        return {}, ""
 
     def __init__(
         self, input_shape: tuple[int, ...], crop_scale: tuple[float, float] = (0.2, 1.0),

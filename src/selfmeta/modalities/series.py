@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from selfmeta.encoders.base import Normalize
 from selfmeta.errors import SelfmetaError
 from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Views
-from selfmeta.options import Option, check_options
+from selfmeta.options import Option, Searched, check_options
 
 
 def smooth_curves(n: int, channels: int, length: int, knots: int, std: float, like: torch.Tensor) -> torch.Tensor:
@@ -84,6 +84,12 @@ class SeriesViews(Views):
         "jitter": Option("std of Gaussian noise, in units of each channel's spread", ge=0),
         "mask": Option("probability that a time step is marked missing (timestamp masking)", ge=0, lt=1),
     }
+
+    @classmethod
+    def search_space(cls, input_shape: tuple[int, ...]) -> dict[str, Searched]:
+        return {"crop": Searched(0.2, 1.0, pair_high=1.0), "time_warp": Searched(0.0, 0.4),
+                "scaling": Searched(0.0, 0.3), "magnitude_warp": Searched(0.0, 0.3), "jitter": Searched(0.0, 0.3),
+                "mask": Searched(0.0, 0.3)}
 
     def __init__(self, input_shape: tuple[int, ...], std: torch.Tensor, crop: tuple[float, float] = (0.5, 1.0),
                  time_warp: float = 0.2, scaling: float = 0.1, magnitude_warp: float = 0.1, jitter: float = 0.1,

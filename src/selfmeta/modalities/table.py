@@ -13,7 +13,7 @@ import torch
 
 from selfmeta.encoders.base import Normalize
 from selfmeta.modalities.base import MODALITIES, VIEW_ARGS, Modality, Views
-from selfmeta.options import Option, check_options
+from selfmeta.options import Option, Searched, check_options
 
 
 class TableViews(Views):
@@ -25,6 +25,10 @@ class TableViews(Views):
         "mask": Option("probability a value is replaced by the feature's mean", ge=0, le=1),
         "noise": Option("Gaussian noise, in units of each feature's standard deviation", ge=0),
     }
+
+    @classmethod
+    def search_space(cls, input_shape: tuple[int, ...]) -> dict[str, Searched]:
+        return {"swap": Searched(0.0, 0.5), "mask": Searched(0.0, 0.5), "noise": Searched(0.0, 0.5)}
 
     def __init__(self, input_shape: tuple[int, ...], mean: torch.Tensor, std: torch.Tensor, swap: float = 0.15,
                  mask: float = 0.2, noise: float = 0.1) -> None:
