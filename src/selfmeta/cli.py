@@ -315,6 +315,7 @@ def _train_command(args: argparse.Namespace, episode: dict | None) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from selfmeta.data.source import fingerprint
     from selfmeta.engine.config import TrainConfig, read_config_file, resolve_options
+    from selfmeta.engine.checkpoint import CHECKPOINT
     from selfmeta.engine.trainer import prepare_run_dir
     from selfmeta.engine.tune import METHODS as SEARCHED_METHODS, Trial, parse_search, tune
     from selfmeta.methods import METHODS
@@ -349,7 +350,9 @@ def cmd_tune(args: argparse.Namespace) -> None:
     info = {**fingerprint(args.data), "format": args.format, "split": args.split,
             **{key: getattr(args, key) for key in SOURCE_FLAGS}}
     out = Path(args.out)
-    prepare_run_dir(out, False, cfg, {})  # an existing run is refused before the search, not after it
+    if (out / CHECKPOINT).is_file():  # refused before the search, not after it (tune has no --resume)
+        raise SelfmetaError(f"{out} already holds a run ({CHECKPOINT}); choose another --out")
+    prepare_run_dir(out, False, cfg, {})
 
     def report(trial: Trial) -> None:
         if not args.no_progress:
