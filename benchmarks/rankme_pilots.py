@@ -1,16 +1,17 @@
 """Do the label-free signals track linear-probe accuracy here? Pilot runs with settings drawn from selfmeta
 tune's own search space, each scored without labels (RankMe, alignment and uniformity of the training sample
-as the trainer logs them with each pilot's own views; LiDAR and alignment also with the defaults' views,
+as the trainer logs them with each pilot's own views; LiDAR, alignment and view retrieval also with the defaults' views,
 the same for every pilot, as selfmeta tune measures LiDAR) and with
 labels, on validation only: a fixed stratified 20% of the training split (seed 0) scores linear probes fitted
 on the other 80% (all their labels, and 10 per class over 5 draws). The pilots train on the whole training
 split without labels; the test split is not read.
 
-    python benchmarks/rankme_pilots.py --data ../shared/data/mnist --out runs/rankme-mnist --pilots 20 --seconds 45
+    python benchmarks/rankme_pilots.py --data ../shared/data/mnist --out runs/rankme-mnist --pilots 20 --seconds 30 \
+        [--with-views]
 
 Pilot 0 is the defaults (with the data's view rule); the others draw every searched option at random
-(Optuna's RandomSampler, seed 0): views, the method's temperature, the learning rate factor and the batch
-size. Each trains ``--seconds`` on the training split. Results go to ``OUT/results.jsonl`` (one line a
+(Optuna's RandomSampler, seed 0): the method's temperature, the learning rate factor and the batch size,
+and with ``--with-views`` the views' options too. Each trains ``--seconds`` on the training split. Results go to ``OUT/results.jsonl`` (one line a
 pilot; a rerun skips the pilots already there); the summary prints Spearman's rho of each signal against
 each accuracy.
 """
@@ -46,6 +47,8 @@ def main() -> None:
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--encoder", default=None)
     parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--with-views", action="store_true", help="draw the views' options too (what tune "
+                        "searches with a probe score); without it, what tune searches label-free")
     args = parser.parse_args()
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -56,7 +59,7 @@ def main() -> None:
     encoder = args.encoder or train_data.spec.default_encoder
     base = TrainConfig(method=args.method, encoder=encoder, epochs=None, time_budget=args.seconds)
     base, _ = adapt_views(base, train_data)
-    space = search_space(base, train_data, set(), args.method)
+    space = search_space(base, train_data, set(), args.method, views=args.with_views)
     reference = build_method(base.resolved(len(train_data)), train_data).views   # the defaults' views
     probe = QualityProbe(train_data, seed=base.seed)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
@@ -76,6 +79,7 @@ def main() -> None:
         row = {"pilot": number, "options": options, "steps": result.steps, **result.quality,
                "lidar_own_views": result.quality["lidar"], "lidar": measured["lidar"],
                "alignment_own_views": result.quality["alignment"], "alignment": measured["alignment"],
+               "retrieval_own_views": result.quality["retrieval"], "retrieval": measured["retrieval"],
                "linear_all": linear_probe(x[fit], labels[fit], x[val], labels[val])["accuracy"],
                "linear_few": few_labels(linear_probe, x[fit], labels[fit], x[val], labels[val],
                                         args.labels_per_class)["accuracy"]}
@@ -91,7 +95,7 @@ def main() -> None:
         print(f"| {r['pilot']} | {r['steps']} | {r['rankme']:.1f} | {r['lidar']:.1f} | {r['alignment']:.3f} | "
               f"{r['uniformity']:.3f} | {r['linear_all']:.4f} | {r['linear_few']:.4f} |")
     signals = (("rankme", 1), ("lidar", 1), ("lidar_own_views", 1), ("alignment", -1), ("alignment_own_views", -1),
-               ("uniformity", -1))
+               ("uniformity", -1), ("retrieval", 1), ("retrieval_own_views", 1))
     for key in ("linear_all", "linear_few"):
         values = np.array([r[key] for r in done])
         for signal, sign in signals:

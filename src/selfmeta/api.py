@@ -172,8 +172,8 @@ class SelfSupervised(TransformerMixin, BaseEstimator):
             reads (N, D) as a table, (N, H, W) or (N, C, H, W) as images, and a list of strings as text.
         input_options: options of the modality's preprocessor: for text, the tokenizer trained on X
             (``{"vocab_size": 8000, "model": "wordpiece", "lowercase": True, "max_length": 128}``).
-        tune: choose the settings on X first, as ``selfmeta tune`` does: short pilots scored by RankMe for
-            40% of ``time_budget`` (required), then the best trained for the rest. Options given here (lr,
+        tune: choose the settings on X first, as ``selfmeta tune`` does: short pilots scored without labels
+            for 40% of ``time_budget`` (required), then the best continued for the rest. Options given here (lr,
             batch_size, the option dicts) are kept, not searched.
 
     Attributes:

@@ -154,15 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, required=True, help="seconds in all: the search, then the winner")
     p.add_argument("--search-share", type=float, default=0.4, help="part of the budget spent searching (default: 0.4)")
     p.add_argument("--trials", type=int, default=None, help="a fixed number of pilots instead of the search time")
-    p.add_argument("--pilot-items", type=int, default=None, help="items each pilot trains on (default: what the "
-                   "first pilot, the defaults, trains in its share of the search time)")
+    p.add_argument("--pilot-items", type=int, default=None, help="items each pilot trains on (default: each pilot "
+                   "trains for a sixth of the search time); with --trials, a search reproducible from its seed")
     p.add_argument("--search", action="append", default=[], metavar="NAME=LOW:HIGH", help="your own range for an "
-                   "option (NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A,B,C; e.g. method.temperature=0.1:0.5); repeat it")
-    p.add_argument("--score", default="alignment", choices=("alignment", "lidar", "rankme"), help="the label-free "
-                   "score of a pilot: the alignment of two views of each item, drawn with the defaults' views for "
-                   "every pilot (default), LiDAR with those views, or RankMe")
+                   "option (NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A,B,C; e.g. method.temperature=0.1:0.5); repeat it. "
+                   "A label-free score leaves the views at the data's defaults: name views.* ranges here to search "
+                   "them anyway (--labels-per-class searches them)")
+    p.add_argument("--score", default="alignment", choices=("alignment", "retrieval", "lidar", "rankme"),
+                   help="the label-free score of a pilot: the alignment of two views of each item, drawn with the "
+                   "defaults' views for every pilot (default), view retrieval or LiDAR with those views, or RankMe")
     p.add_argument("--labels-per-class", type=int, default=None, help="score pilots by a linear probe on K labels per "
-                   "class of --val-split (the rest of that split scores it) instead of RankMe")
+                   "class of --val-split (the rest of that split scores it) instead of a label-free signal")
     p.add_argument("--val-split", default=None, choices=SPLITS, help="the labelled split for --labels-per-class")
     p.add_argument("--tasks", default=None, help=f"tune episodic meta-training: {' | '.join(TASKS.names())}")
     _episode_args(p, queries=15)

@@ -42,6 +42,10 @@ def test_search_space_is_declared_by_the_parts_and_leaves_fixed_options_alone(di
     assert {"saturation", "hue", "grayscale"} <= set(colour)
     assert "elastic" not in ImageViews.search_space((3, 96, 96))  # strokes: small images only
     assert set(search_space(small(), digits.subset(torch.arange(100)), set(), "simclr")["batch_size"].choices) == {64}
+    label_free = search_space(small(), digits, set(), "simclr", views=False)  # what a label-free score searches
+    assert set(label_free) == {"method.temperature", "lr_scale", "batch_size"}
+    own = {"views.rotation": search_space(small(), digits, set(), "simclr")["views.rotation"]}
+    assert "views.rotation" in search_space(small(), digits, set(), "simclr", own, views=False)  # asked for: kept
 
 
 def test_trial_options_become_a_config(digits):
@@ -65,6 +69,39 @@ def test_trials_are_reproducible_with_a_seed(digits):
     assert all(-4 <= s <= 0 for t in trials for s in t[2])      # minus the alignment of the reference views
 
 
+def test_the_winner_continues_from_its_pilots_weights(digits, monkeypatch):
+    import selfmeta.engine.tune as tune_module
+
+    calls = []
+    real = tune_module.train
+
+    def spy(cfg, data, run_dir=None, **kwargs):
+        result = real(cfg, data, run_dir, **kwargs)
+        calls.append((kwargs.get("start_from"), {k: v.clone() for k, v in result.method.state_dict().items()}))
+        return result
+
+    monkeypatch.setattr(tune_module, "train", spy)
+    tuned = tune(small(), digits, 3, None, trials=3, pilot_items=512)
+    start_from, _ = calls[-1]
+    assert all(c[0] is None for c in calls[:-1])                # pilots start from the seed's initialization
+    pilot = calls[tuned.best.number][1]
+    assert start_from.keys() == pilot.keys() and all(torch.equal(start_from[k], pilot[k]) for k in pilot)
+
+
+def test_training_can_start_from_given_weights(digits):
+    from selfmeta.engine import train
+
+    first = train(small(steps=3, time_budget=None), digits, None, progress=False)
+    state = {k: v.clone() for k, v in first.method.state_dict().items()}
+    still = train(small(steps=2, time_budget=None, lr=1e-12, weight_decay=0.0), digits, None, progress=False,
+                  start_from=state)
+    assert all(torch.allclose(still.method.state_dict()[k].float(), state[k].float(), atol=1e-6)
+               for k in state if state[k].is_floating_point() and "running" not in k)
+    fresh = train(small(steps=2, time_budget=None, lr=1e-12, weight_decay=0.0), digits, None, progress=False)
+    key = "backbone.encoder.body.0.0.weight"
+    assert not torch.allclose(fresh.method.state_dict()[key], state[key])  # without it: the seed's start
+
+
 def test_alignment_score_refuses_a_collapsed_encoder(digits):
     from selfmeta.engine.model import build_method
     from selfmeta.engine.tune import _Scorer
@@ -78,16 +115,23 @@ def test_alignment_score_refuses_a_collapsed_encoder(digits):
             p.zero_()
         list(method.backbone.encoder.parameters())[-1].fill_(1.0)
     assert scorer(method) == -4.0
+    retrieval = _Scorer(digits, torch.device("cpu"), 0, None, None, "retrieval", method.views)
+    assert retrieval(method) <= 1 / 1024                         # collapsed: no item is told from another
     lidar = _Scorer(digits, torch.device("cpu"), 0, None, None, "lidar", method.views)
     rankme = _Scorer(digits, torch.device("cpu"), 0, None, None, "rankme", method.views)
     fresh = build_method(small().resolved(len(digits)), digits)
     assert lidar(fresh) > 1 and rankme(fresh) > 1
+    same = _Scorer(digits, torch.device("cpu"), 0, None, None, "retrieval", torch.nn.Identity())
+    assert same(fresh) == 1.0                                    # views that are the item itself: all found
 
 
 def test_probe_score_with_a_few_labels(digits):
     val = load_data("digits", "test")
     tuned = tune(small(), digits, 3, None, trials=2, pilot_items=512, val=val, labels_per_class=5)
     assert tuned.score == "probe" and all(0.1 < s <= 1 for t in tuned.trials for s in t.scores)
+    assert any(k.startswith("views.") for k in tuned.trials[1].options)   # labels can judge the views
+    label_free = tune(small(), digits, 3, None, trials=2, pilot_items=512)
+    assert not any(k.startswith("views.") for k in label_free.trials[1].options)
     with pytest.raises(SelfmetaError, match="needs both"):
         tune(small(), digits, 30, None, trials=2, val=val)
 

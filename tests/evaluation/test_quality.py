@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfmeta.evaluation.quality import QualityProbe, alignment, lidar, rankme, uniformity
+from selfmeta.evaluation.quality import QualityProbe, alignment, lidar, rankme, retrieval, uniformity
 
 
 def test_rankme_of_a_rank_one_matrix_is_one():
@@ -47,6 +47,19 @@ def test_alignment_and_uniformity_against_loops():
     assert uniformity(collapsed) == pytest.approx(0.0, abs=1e-12)      # every item at one point: the worst
 
 
+def test_retrieval_against_a_loop():
+    torch.manual_seed(0)
+    a = torch.randn(30, 4)
+    b = a + 0.8 * torch.randn(30, 4)                                   # noisy second views: some are missed
+    na, nb = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    forward = sum(max(range(30), key=lambda j: float(na[i] @ nb[j])) == i for i in range(30)) / 30
+    backward = sum(max(range(30), key=lambda j: float(nb[i] @ na[j])) == i for i in range(30)) / 30
+    assert retrieval(a, b) == pytest.approx((forward + backward) / 2, abs=1e-12)
+    assert 0.0 < retrieval(a, b) < 1.0
+    assert retrieval(a, 2 * a) == 1.0                                  # views that agree exactly
+    assert retrieval(torch.ones(30, 4), torch.ones(30, 4)) <= 1 / 30   # collapsed: no better than the first item
+
+
 def _method(digits):
     from selfmeta.engine import TrainConfig
     from selfmeta.engine.model import build_method
@@ -65,7 +78,7 @@ def test_probe_is_fixed_and_leaves_the_random_stream_and_mode_alone(digits):
     assert probe(method, torch.device("cpu")) == first                 # the same views each time
     assert torch.equal(torch.rand(3), after)                           # the caller's stream did not move
     assert method.training                                             # back in the mode it was in
-    assert set(first) == {"rankme", "lidar", "uniformity", "alignment"}
+    assert set(first) == {"rankme", "lidar", "uniformity", "alignment", "retrieval"}
     assert 1.0 < first["rankme"] <= 64 and first["alignment"] > 0 and first["uniformity"] < 0
 
 
@@ -85,7 +98,7 @@ def test_training_logs_quality_every_epoch_and_at_the_end(digits, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     quality = [r for r in records if "rankme" in r]
     assert [r["step"] for r in quality] == [10, 20, 25] and all("loss" not in r for r in quality)
-    assert result.quality == {k: quality[-1][k] for k in ("rankme", "lidar", "uniformity", "alignment")}
+    assert result.quality == {k: quality[-1][k] for k in ("rankme", "lidar", "uniformity", "alignment", "retrieval")}
     off = train(TrainConfig(**{**cfg.to_dict(), "quality_every": 0}), digits, None, progress=False)
     assert result.quality_history == quality and all("rankme" not in r for r in result.history)
     assert off.quality == {} and off.quality_history == []

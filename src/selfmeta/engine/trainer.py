@@ -219,12 +219,15 @@ def train(
     data_info: dict[str, Any] | None = None,
     monitor: Callable[[int, float, Method], bool] | None = None,
     notes: dict[str, Any] | None = None,
+    start_from: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train ``cfg.method`` on ``data``. With ``run_dir=None`` nothing is written (the Python API's use).
 
     ``monitor(step, elapsed, method)``, called after every optimizer step, stops training by returning True
     (``stopped_by="monitor"``; selfmeta tune prunes its pilots so). ``notes`` go into ``config.json`` as they
-    are (selfmeta tune: its trials)."""
+    are (selfmeta tune: its trials). ``start_from``: the method's state (``method.state_dict()`` of a run of
+    the same method and data) to start from instead of the seed's initialization, with a new optimizer and
+    schedule (selfmeta tune continues its winning pilot so)."""
     run_dir = Path(run_dir) if run_dir is not None else None
     cfg = cfg.resolved(len(data), int(os.environ.get("WORLD_SIZE", "1")))
     saved = run_dir / data.spec.preprocessor.file if run_dir is not None and resume and data.spec.preprocessor else None
@@ -239,7 +242,7 @@ def train(
     own_group = distributed.init_from_env(device)
     finished = False
     try:
-        result = _train(cfg, data, run_dir, resume, progress, data_record, view_rule, monitor, notes or {})
+        result = _train(cfg, data, run_dir, resume, progress, data_record, view_rule, monitor, notes or {}, start_from)
         finished = True
         return result
     finally:
@@ -250,6 +253,7 @@ def train(
 def _train(
     cfg: TrainConfig, data: Dataset, run_dir: Path | None, resume: bool, progress: bool, data_record: dict[str, Any],
     view_rule: dict[str, Any], monitor: Callable[[int, float, Method], bool] | None, notes: dict[str, Any],
+    start_from: dict[str, torch.Tensor] | None = None,
 ) -> TrainResult:
     device = resolve_device(cfg.device)  # picks the local GPU once the group exists
     rank, world = distributed.rank(), distributed.world_size()
@@ -263,7 +267,10 @@ def _train(
     precision = resolve_precision(cfg.precision, device)  # auto: bf16 only where the hardware has it natively
     seed_everything(cfg.seed)
     modality = data.spec
-    method = build_method(cfg, data).to(device).to(memory_format=modality.layout(cfg.channels_last))
+    method = build_method(cfg, data)
+    if start_from is not None and not resume:
+        method.load_state_dict(start_from)
+    method = method.to(device).to(memory_format=modality.layout(cfg.channels_last))
     optimizer = build_optimizer(cfg.optimizer, method, cfg.base_lr, cfg.decay)
 
     step, elapsed_before = 0, 0.0

@@ -5,20 +5,27 @@ and encoder on the training split, each scored on a fixed sample by a label-free
 alignment of two views of each item drawn with the defaults' views (:mod:`selfmeta.evaluation.quality`;
 LiDAR and RankMe on request), or, where the user has a few labels on a split
 they name, by the accuracy of a linear probe fitted on ``labels_per_class`` of them per class and scored on
-the rest of that split. The space is declared by the parts themselves: the views' ``search_space``, the
-method's ``search`` (SimCLR's temperature), the learning rate as a factor of the default (0.25x to 4x) and
-the batch size; options the user sets are never searched. The first pilot is the defaults, so the winner
-scores at least as well as they do on the signal.
+the rest of that split. The space is declared by the parts themselves: the method's ``search`` (SimCLR's
+temperature), the learning rate as a factor of the default (0.25x to 4x), the batch size and, with a probe
+score, the views' ``search_space``; options the user sets are never searched, and ``--search`` adds ranges.
+A label-free score leaves the views at the data's defaults (``Views.data_defaults``) unless the user asks:
+any such score measures invariance to some reference views, so it prefers the pilots trained on those
+views whatever their worth (over 20 MNIST pilots the defaults' views scored best and were 6 points
+behind the best pilot with 10 labels per class, BENCHMARKS.md); with the views fixed, it compares the
+optimization settings fairly. The first pilot is the defaults, so the winner scores at least as well as
+they do on the signal.
 
 Budget: the search takes ``search_share`` of ``time_budget`` (trials start while that time lasts, and the
-one in flight is cut when it ends); the winner then trains from scratch for the rest, an ordinary run whose
+one in flight is cut when it ends); the winner then trains for the rest, starting from its pilot's weights
+with a new warm-up and schedule (so the search's best training is not thrown away), an ordinary run whose
 ``config.json`` lists every trial, its settings, scores and state, and the winner.
 
-Pilots: the first runs ``pilot_seconds`` and sets the pilots' length in items (its steps x batch); each later
-pilot trains that many items (steps = items / batch, so batch sizes are compared at equal data), with the
-learning-rate schedule over its own length, and reports its score after each quarter. Successive halving
-stops a pilot at the first, second and fourth quarter when it is in the worse half of the pilots there.
-With ``pilot_items`` given and a fixed ``trials`` count, the search is reproducible from its seed.
+Pilots: each trains for ``pilot_seconds`` (a sixth of the search time), as the winner will be judged, on
+the time it is given (a batch size or method that learns more per second shows it), with the learning-rate
+schedule over its own length, and reports its score after each quarter. Successive halving stops a pilot
+at the first, second and fourth quarter when it is in the worse half of the pilots there. With
+``pilot_items``, every pilot trains that many items instead (steps = items / batch): with a fixed
+``trials`` count, such a search is reproducible from its seed.
 """
 
 from __future__ import annotations
@@ -52,7 +59,7 @@ METHODS = ("simclr", "moco", "barlow", "vicreg")  # searched where the user name
 # Label-free scores (selfmeta.evaluation.quality), the first the default: chosen by their rank correlation
 # with linear-probe accuracy on MNIST's validation images over 20 pilots (BENCHMARKS.md), where RankMe and
 # LiDAR ran against it (short pilots that learn little keep the spread of their random start).
-SIGNALS = ("alignment", "lidar", "rankme")
+SIGNALS = ("alignment", "retrieval", "lidar", "rankme")
 COLLAPSED = -0.05   # uniformity above this: the sample's items sit at nearly one point (a collapsed encoder)
 VAL_ITEMS = 5_000             # items of the labelled split a probe score uses at most (a fixed sample)
 PROBE_DRAWS = 3               # label draws a probe score averages
@@ -88,15 +95,16 @@ class TuneResult:
 
 
 def search_space(cfg: TrainConfig, data: Dataset, fixed: set[str], method: str,
-                 extra: dict[str, Searched] | None = None) -> dict[str, Searched]:
+                 extra: dict[str, Searched] | None = None, views: bool = True) -> dict[str, Searched]:
     """What the search varies for ``method`` on ``data``, by the names a user types (``views.rotation``,
     ``method.temperature``, ``lr_scale``, ``batch_size``), without the ``fixed`` ones; ``extra``: the user's
-    own ranges (``--search``), which replace or add to the parts' (``method.*`` ones where ``method`` has it)."""
+    own ranges (``--search``), which replace or add to the parts' (``method.*`` ones where ``method`` has it);
+    ``views=False``: the views' own ranges left out (a label-free score cannot judge them, module doc)."""
     from selfmeta.meta import METALEARNERS
     from selfmeta.methods import METHODS as REGISTRY
 
     method_cls = (METALEARNERS if cfg.tasks else REGISTRY).get(method)
-    space = {f"views.{k}": v for k, v in data.spec.views.search_space(tuple(data.input_shape)).items()}
+    space = {f"views.{k}": v for k, v in data.spec.views.search_space(tuple(data.input_shape)).items()} if views else {}
     space.update({f"method.{k}": v for k, v in method_cls.search.items()})
     if "lr" not in fixed:
         space["lr_scale"] = LR_SCALE
@@ -171,11 +179,11 @@ def parse_search(texts: list[str], cfg: TrainConfig, data: Dataset) -> dict[str,
 
 
 def check_space(cfg: TrainConfig, data: Dataset, fixed: set[str], methods: tuple[str, ...],
-                extra: dict[str, Searched] | None = None) -> None:
+                extra: dict[str, Searched] | None = None, views: bool = True) -> None:
     """Refuse a search with nothing to search (every option set by the user), before any pilot."""
     if set(extra or ()) & fixed:
         raise SelfmetaError(f"{sorted(set(extra) & fixed)[0]} is both set and searched (--search); choose one")
-    if len(methods) < 2 and not search_space(cfg, data, fixed, methods[0], extra):
+    if len(methods) < 2 and not search_space(cfg, data, fixed, methods[0], extra, views):
         raise SelfmetaError(f"nothing to tune: every option the search varies for {methods[0]} on {data.modality} "
                             "data is set on the command line; leave some free, or use pretrain")
 
@@ -211,7 +219,8 @@ class _Scorer:
     """The score of a method's backbone: a label-free signal on a fixed training sample, or a few-label
     probe's accuracy. ``alignment``: minus the mean squared distance between two views of an item, drawn
     with the same reference views (the defaults') for every pilot, and the worst score (-4) for a collapsed
-    encoder, whose views agree only because every item does; ``lidar``: LiDAR with those views; ``rankme``."""
+    encoder, whose views agree only because every item does; ``retrieval``: how often an item's second view
+    is found from its first among the sample's, with those views; ``lidar``: LiDAR with them; ``rankme``."""
 
     def __init__(self, data: Dataset, device: torch.device, seed: int, val: Dataset | None, labels_per_class: int | None,
                  signal: str, reference: Any):
@@ -229,8 +238,8 @@ class _Scorer:
             if self.signal == "rankme":
                 return self.probe(method, self.device, with_views=False)["rankme"]
             measured = self.probe(method, self.device, views=self.reference.to(self.device))
-            if self.signal == "lidar":
-                return measured["lidar"]
+            if self.signal in ("lidar", "retrieval"):
+                return measured[self.signal]
             return -4.0 if measured["uniformity"] > COLLAPSED else -measured["alignment"]
         from selfmeta.engine.model import embed
         from selfmeta.evaluation.protocols import linear_probe, sample_per_class
@@ -282,7 +291,7 @@ def tune(
     methods = methods or (cfg.method,)
     data = fit_preprocessor(cfg, data)
     cfg, _ = adapt_views(cfg, data)  # the data's rule gives the defaults the search starts from
-    check_space(cfg, data, fixed, methods, space)
+    check_space(cfg, data, fixed, methods, space, views=val is not None)
     if signal not in SIGNALS:
         raise SelfmetaError(f"unknown score {signal!r}; valid: {', '.join(SIGNALS)}")
     reference = build_method(cfg.resolved(len(data)), data).views  # every option checked before the first pilot
@@ -301,25 +310,25 @@ def tune(
         pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2),
     )
     done: list[Trial] = []
-    length = {"items": pilot_items}
+    kept: dict[str, Any] = {"score": -math.inf, "state": None}   # the best complete pilot's weights
 
     def objective(trial: optuna.Trial) -> float:
         options: dict[str, Any] = {}
         if trial.number > 0:  # the first pilot is the defaults
             method = trial.suggest_categorical("method", list(methods)) if len(methods) > 1 else methods[0]
             options = {"method": method} if len(methods) > 1 else {}
-            for name, where in search_space(replace(cfg, method=method), data, fixed, method, space).items():
+            for name, where in search_space(replace(cfg, method=method), data, fixed, method, space,
+                                            views=val is not None).items():
                 options[name] = _suggest(trial, name, where)
         record = Trial(trial.number, options)
         done.append(record)
         pilot = replace(trial_config(cfg, options, len(data)), quality_every=0)
         batch = pilot.resolved(len(data)).batch_size
-        if length["items"] is None:  # the first pilot runs for time; its items set every later pilot's length
-            pilot = replace(pilot, epochs=None, steps=None, time_budget=max(1.0, min(pilot_seconds,
-                                                                                    deadline - time.perf_counter())))
+        if pilot_items is None:  # equal time: what the user's budget buys (the monitor cuts one at the deadline)
+            pilot = replace(pilot, epochs=None, steps=None, time_budget=pilot_seconds)
             marks = None
         else:
-            steps = max(QUARTERS, math.ceil(length["items"] / batch))
+            steps = max(QUARTERS, math.ceil(pilot_items / batch))
             pilot = replace(pilot, epochs=None, steps=steps, time_budget=None)
             marks = [round(steps * q / QUARTERS) for q in range(1, QUARTERS + 1)]
         began = time.perf_counter()
@@ -356,10 +365,11 @@ def tune(
         if not state["pruned"] and not state["cut"]:
             record.scores.append(scorer(result.method))
             trial.report(record.scores[-1], QUARTERS)
-            if length["items"] is None:
-                length["items"] = result.steps * batch
         record.score = record.scores[-1] if record.scores else None
         record.state = "cut" if state["cut"] else "pruned" if state["pruned"] else "complete"
+        if record.state == "complete" and record.score > kept["score"]:
+            kept.update(score=record.score, state={k: v.detach().cpu().clone()
+                                                   for k, v in result.method.state_dict().items()})
         if report is not None:
             report(record)
         if record.state != "complete":
@@ -374,11 +384,12 @@ def tune(
     if not complete:
         raise SelfmetaError(f"no pilot finished within the search's {search_share * time_budget:.0f} s; give a longer "
                             "--time-budget")
-    best = max(complete, key=lambda t: t.score)
+    best = max(complete, key=lambda t: t.score)  # the first of equal scores: the one whose weights are kept
     search_seconds = time.perf_counter() - start
     final = replace(trial_config(cfg, best.options, len(data)), epochs=None, steps=None,
                     time_budget=max(1.0, time_budget - search_seconds))
     record = {"score": scorer.name, "search_seconds": round(search_seconds, 1), "winner": best.number,
               "winner_options": best.options, "trials": [t.record() for t in done]}
-    result = train(final, data, run_dir, progress=progress, data_info=data_info, notes={"tune": record})
+    result = train(final, data, run_dir, progress=progress, data_info=data_info, notes={"tune": record},
+                   start_from=kept["state"])
     return TuneResult(done, best, result, search_seconds, scorer.name)

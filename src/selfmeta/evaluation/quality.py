@@ -11,6 +11,9 @@
 - Alignment and uniformity (Wang & Isola, ICML 2020), on L2-normalized features: alignment is the mean
   squared distance between two views of the same item (lower: the views agree), uniformity the log of the
   mean Gaussian potential between different items (lower: the items spread over the sphere).
+- View retrieval: how often an item's second view is the nearest (cosine) of all the sample's second views
+  to its first view, and the reverse, averaged: alignment and spread in one number, from 1/N for a
+  collapsed encoder to 1 for one whose views of an item agree better than any two items do.
 
 The three are pure functions of feature matrices; :class:`QualityProbe` draws the sample and the views once
 (a fixed seed, outside the training random stream) so that the values of one run, and of different runs on
@@ -25,7 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-QUALITY_KEYS = ("rankme", "lidar", "alignment", "uniformity")
+QUALITY_KEYS = ("rankme", "lidar", "alignment", "uniformity", "retrieval")
 LIDAR_ITEMS, LIDAR_VIEWS = 256, 8   # LiDAR's classes (the first items of the sample) and views of each
 
 
@@ -62,6 +65,14 @@ def alignment(z1: torch.Tensor, z2: torch.Tensor, alpha: float = 2.0) -> float:
     """E ||f(x) - f(x')||^alpha over the rows of z1, z2 (N, D): two views of the same N items."""
     a, b = F.normalize(z1.double(), dim=1), F.normalize(z2.double(), dim=1)
     return float((a - b).norm(dim=1).pow(alpha).mean())
+
+
+def retrieval(z1: torch.Tensor, z2: torch.Tensor) -> float:
+    """Top-1 accuracy of finding row i of z2 among all rows of z2 from row i of z1 by cosine similarity, and
+    of z1 from z2, averaged; z1, z2 (N, D): two views of the same N items."""
+    sim = F.normalize(z1.double(), dim=1) @ F.normalize(z2.double(), dim=1).T    # (N, N)
+    rows = torch.arange(len(sim))
+    return float(((sim.argmax(1) == rows).double().mean() + (sim.argmax(0) == rows).double().mean()) / 2)
 
 
 def uniformity(z: torch.Tensor, t: float = 2.0) -> float:
@@ -115,6 +126,7 @@ class QualityProbe:
         z = torch.cat(plain).cpu()
         out = {"rankme": rankme(z), "uniformity": uniformity(z)}
         if first:
-            out["alignment"] = alignment(torch.cat(first).cpu(), torch.cat(second).cpu())
+            first, second = torch.cat(first).cpu(), torch.cat(second).cpu()
+            out["alignment"], out["retrieval"] = alignment(first, second), retrieval(first, second)
             out["lidar"] = lidar(classes)
         return out
