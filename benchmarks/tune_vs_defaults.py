@@ -7,7 +7,7 @@ Arms (each a run directory under OUT):
 - ``defaults``: ``selfmeta pretrain --data D --method simclr --time-budget B`` (the data's view rule included);
 - ``plain``: the same with the view rule's options set back to the fixed defaults (what selfmeta did before
   the rule: flip 0.5, colour jitter 0.8, crops of 20-100%, no rotation), to check the rule;
-- ``tuned``: ``selfmeta tune --data D --method simclr --time-budget B`` (search and training in B).
+- ``tuned``: ``selfmeta tune --data D --method simclr --time-budget B [--score S]`` (search and training in B).
 Each is scored by ``selfmeta evaluate RUN --protocol linear --labels-per-class 10`` (5 label draws: mean and
 spread) on the test split. One thread; results to OUT/results.json and a Markdown table.
 """
@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--method", default="simclr")
     parser.add_argument("--arms", nargs="*", default=["defaults", "tuned"])
     parser.add_argument("--labels-per-class", type=int, default=10)
+    parser.add_argument("--score", default=None, help="the tuned arm's --score (default: tune's own)")
     parser.add_argument("options", nargs="*", help="key=value options for every arm")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,8 @@ def main() -> None:
         if arm not in results:
             start = time.perf_counter()
             if arm == "tuned":
-                summary, log = selfmeta("tune", *common, "--out", str(run), *args.options)
+                score = ["--score", args.score] if args.score else []
+                summary, log = selfmeta("tune", *common, "--out", str(run), *score, *args.options)
             else:
                 summary, log = selfmeta("pretrain", *common, "--out", str(run), *args.options,
                                         *(PLAIN if arm == "plain" else []))

@@ -160,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "option (NAME=LOW:HIGH, NAME=LOW:HIGH:log or NAME=A,B,C; e.g. method.temperature=0.1:0.5); repeat it. "
                    "A label-free score leaves the views at the data's defaults: name views.* ranges here to search "
                    "them anyway (--labels-per-class searches them)")
-    p.add_argument("--score", default="alignment", choices=("alignment", "retrieval", "lidar", "rankme"),
-                   help="the label-free score of a pilot: the alignment of two views of each item, drawn with the "
-                   "defaults' views for every pilot (default), view retrieval or LiDAR with those views, or RankMe")
+    p.add_argument("--score", default="retrieval", choices=("retrieval", "alignment", "lidar", "rankme"),
+                   help="the label-free score of a pilot: how often an item's second view is found from its first "
+                   "among 1,024 items, both drawn with the defaults' views for every pilot (default), the "
+                   "alignment of the two views or LiDAR with those views, or RankMe")
     p.add_argument("--labels-per-class", type=int, default=None, help="score pilots by a linear probe on K labels per "
                    "class of --val-split (the rest of that split scores it) instead of a label-free signal")
     p.add_argument("--val-split", default=None, choices=SPLITS, help="the labelled split for --labels-per-class")
@@ -180,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels) | "
                    "ranking (interactions: HR@10 and NDCG@10 of each user's next item, full and against 100 sampled "
                    "items) | coldstart (interactions: each user seen through their first --shots items, default 3, "
-                   "scored on the next --queries, default 10) | quality (no labels: RankMe, alignment and uniformity of the split's "
-                   "features); tip and finetune need --labels-per-class")
+                   "scored on the next --queries, default 10) | quality (no labels: RankMe, LiDAR, alignment, uniformity "
+                   "and view retrieval of the split's features); tip and finetune need --labels-per-class")
     p.add_argument("--labels-per-class", type=int, default=None, help="fit the probe on K labels per class")
     p.add_argument("--seeds", type=int, default=5, help="label draws averaged with --labels-per-class")
     _episode_args(p, queries=15)

@@ -66,7 +66,7 @@ def test_trials_are_reproducible_with_a_seed(digits):
     trials, best = first
     assert len(trials) == 4 and trials[0][0] == {}              # the first pilot is the defaults
     assert all(t[1] in ("complete", "pruned") for t in trials) and trials[best][1] == "complete"
-    assert all(-4 <= s <= 0 for t in trials for s in t[2])      # minus the alignment of the reference views
+    assert all(0 <= s <= 1 for t in trials for s in t[2])       # view retrieval under the reference views
 
 
 def test_the_winner_continues_from_its_pilots_weights(digits, monkeypatch):
@@ -146,7 +146,7 @@ def test_tune_command_keeps_its_budget_and_writes_a_run(cli, tmp_path):
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     trials = record["tune"]["trials"]
     assert summary["trials"] == len(trials) >= 2 and record["tune"]["winner"] == summary["winner"]
-    assert trials[0]["options"] == {} and record["tune"]["score"] == "alignment"
+    assert trials[0]["options"] == {} and record["tune"]["score"] == "retrieval"
     assert all("encoder.width" not in t["options"] for t in trials)  # given on the command line: kept
     assert record["config"]["encoder_options"] == SMALL and record["config"]["time_budget"] < 12
     assert "trial 0: complete" in proc.stderr                    # a line per pilot
