@@ -13,7 +13,8 @@ A label-free score leaves the views at the data's defaults (``Views.data_default
 any such score measures invariance to some reference views, so it prefers the pilots trained on those
 views whatever their worth (over 20 MNIST pilots the defaults' views scored best and were 6 points
 behind the best pilot with 10 labels per class, BENCHMARKS.md); with the views fixed, it compares the
-optimization settings fairly. The first pilot is the defaults, so the winner scores at least as well as
+optimization settings at the pilots' length (short pilots still favour settings that learn fast and may
+fall behind over the full budget: BENCHMARKS.md). The first pilot is the defaults, so the winner scores at least as well as
 they do on the signal.
 
 Budget: the search takes ``search_share`` of ``time_budget`` (trials start while that time lasts, and the
@@ -325,12 +326,11 @@ def tune(
         record = Trial(trial.number, options)
         done.append(record)
         pilot = replace(trial_config(cfg, options, len(data)), quality_every=0)
-        batch = pilot.resolved(len(data)).batch_size
         if pilot_items is None:  # equal time: what the user's budget buys (the monitor cuts one at the deadline)
             pilot = replace(pilot, epochs=None, steps=None, time_budget=pilot_seconds)
             marks = None
         else:
-            steps = max(QUARTERS, math.ceil(pilot_items / batch))
+            steps = max(QUARTERS, math.ceil(pilot_items / pilot.resolved(len(data)).batch_size))
             pilot = replace(pilot, epochs=None, steps=steps, time_budget=None)
             marks = [round(steps * q / QUARTERS) for q in range(1, QUARTERS + 1)]
         began = time.perf_counter()

@@ -15,7 +15,7 @@
   to its first view, and the reverse, averaged: alignment and spread in one number, from 1/N for a
   collapsed encoder to 1 for one whose views of an item agree better than any two items do.
 
-The three are pure functions of feature matrices; :class:`QualityProbe` draws the sample and the views once
+The signals are pure functions of feature matrices; :class:`QualityProbe` draws the sample and the views once
 (a fixed seed, outside the training random stream) so that the values of one run, and of different runs on
 the same data, are comparable.
 """
