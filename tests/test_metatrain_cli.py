@@ -55,7 +55,7 @@ def test_a_pretrained_encoder_is_scored_by_the_same_protocol(tmp_path):
     assert one_json(proc.stdout)["adaptation"] == "finetune"  # a head on frozen features: no learner to adapt
 
 
-@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "reptile", "triplet", "contrastive"])
+@pytest.mark.parametrize("method", ["maml", "fomaml", "metasgd", "reptile", "triplet", "contrastive", "memory", "leo"])
 def test_every_meta_learner_trains_from_the_cli(tmp_path, method):
     proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--method", method, "--queries", "3", "--steps",
                         "3", "--tasks-per-step", "2", "--out", "run", "--no-progress")
@@ -71,6 +71,8 @@ def test_every_meta_learner_trains_from_the_cli(tmp_path, method):
     (["--ways", "11"], ["11-way episodes need at least 11 classes"]),
     (["--method", "simclr"], ["unknown meta-learner 'simclr'"]),
     (["method.inner_steps=2"], ["unknown option 'inner_steps' for meta-learner 'protonet'; valid: distance, scale"]),
+    (["--method", "memory", "--ways", "5", "--queries", "5", "method.size=10"],
+     ["memory of 10 slots is smaller than one episode of 30 items"]),
 ])
 def test_metatrain_bad_input(tmp_path, args, fragments):
     proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--steps", "2", "--out", "run", "--no-progress", *args)
@@ -105,3 +107,21 @@ def test_tasks_without_labels_say_the_labels_are_ignored(tmp_path):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["tasks"] == "umtra"
     assert_user_error(run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--tasks", "nope", "--out", "x"),
                       "unknown task constructor 'nope'")
+
+
+def test_episode_cluster_scores_any_run_and_a_metacluster_run_by_its_own_clustering(tmp_path, protonet_run):
+    cwd, _, run = protonet_run
+    base = ["evaluate", "run", "--data", "digits", "--protocol", "episode-cluster", "--ways", "5", "--shots", "5",
+            "--episodes", "100"]
+    result = one_json(run_selfmeta(cwd, *base).stdout)
+    assert {"protocol": "episode-cluster", "ways": 5, "shots": 5, "clustering": "k-means"}.items() <= result.items()
+    assert 0.5 < result["accuracy"] <= 1 and 0.4 < result["nmi"] <= 1 and result["accuracy_ci95"] > 0
+    assert_user_error(run_selfmeta(cwd, *base, "--adapt", "finetune"), "has none (a metacluster run does)")
+    assert_user_error(run_selfmeta(cwd, *base, "--queries", "3"), "has no queries")
+    assert_user_error(run_selfmeta(cwd, *base[:-4], "--protocol", "fewshot", "--queries", "0"),
+                      "queries must be an integer >= 1, got 0")
+    proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--method", "metacluster", "--queries", "3",
+                        "--steps", "3", "--tasks-per-step", "2", "--out", "run", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    result = one_json(run_selfmeta(tmp_path, *base, "--adapt", "finetune").stdout)
+    assert result["clustering"] == "metacluster clustering" and 0.2 < result["accuracy"] <= 1

@@ -9,6 +9,7 @@
                        --ways N --shots K --queries Q --encoder conv4 --out RUN_DIR [--time-budget S | --steps N]
     selfmeta evaluate RUN_DIR --data PATH [--split test] --protocol linear|knn|cluster [--labels-per-class K]
     selfmeta evaluate RUN_DIR --data PATH --split test --protocol fewshot --ways 5 --shots 1 [--episodes 2000]
+    selfmeta evaluate RUN_DIR --data PATH --split test --protocol episode-cluster --ways 20 --shots 5
                       [--adapt prototype|cosine|logreg|finetune]
     selfmeta evaluate RUN_DIR --data PATH --protocol tip|finetune --labels-per-class K [--seeds 5] [steps=50 ...]
     selfmeta evaluate RUN_DIR --data PATH --protocol anomaly --normal-class NAME [--detector knn] [key=value ...]
@@ -177,7 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score frozen features: the probe fits the train split, scores --split")
     p.add_argument("run_dir")
     _data_args(p, "test")
-    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | anomaly | tip (a "
+    p.add_argument("--protocol", required=True, help="linear | knn | svm | cluster | fewshot | episode-cluster (each "
+                   "episode's --ways x --shots items clustered with no label shown; Hungarian accuracy and NMI) | anomaly | tip (a "
                    "Tip-Adapter cache on frozen features) | finetune (the whole backbone fine-tuned on the labels) | "
                    "ranking (interactions: HR@10 and NDCG@10 of each user's next item, full and against 100 sampled "
                    "items) | coldstart (interactions: each user seen through their first --shots items, default 3, "
@@ -548,19 +550,23 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
     from selfmeta.data.episodes import EpisodeSpec
     from selfmeta.engine.model import check_compatible, load_backbone, load_learner
     from selfmeta.evaluation.fewshot import (
-        ADAPTATIONS, episode_accuracy, fewshot_episodes, learner_episode_accuracy, summarize,
+        ADAPTATIONS, EVAL_SEED, episode_accuracy, fewshot_episodes, learner_episode_accuracy, summarize,
     )
 
     if args.adapt not in ADAPTATIONS:
         raise SelfmetaError(f"unknown adaptation {args.adapt!r}; valid: {', '.join(ADAPTATIONS)}")
     spec = EpisodeSpec(*(default if given is None else given for given, default in
                          ((args.ways, 5), (args.shots, 1), (args.queries, 15))))
+    if spec.queries < 1:  # (an episode without queries is one to cluster: --protocol episode-cluster)
+        raise SelfmetaError(f"queries must be an integer >= 1, got {spec.queries}")
     start = time.perf_counter()
     episodes = fewshot_episodes(test.require_labels(), spec, args.episodes)
     _, description = load_backbone(args.run_dir)
     test = check_compatible(description, test)
     learner = load_learner(args.run_dir, test) if args.adapt == "finetune" else None
     if learner is not None:  # the meta-learner's own adaptation, on raw items
+        torch.manual_seed(EVAL_SEED)  # an adaptation that draws (hypernet's weight samples) repeats exactly
+
         def items(index):
             return test.spec.to_model(test.take(index), "cpu")
 
@@ -571,6 +577,51 @@ def _fewshot(args: argparse.Namespace, test) -> dict:
         how = args.adapt
     return {"protocol": "fewshot", "ways": spec.ways, "shots": spec.shots, "queries": spec.queries,
             "episodes": args.episodes, "adapt": args.adapt, "adaptation": how, **summarize(accuracy),
+            "seconds": round(time.perf_counter() - start, 2)}
+
+
+def _episode_cluster(args: argparse.Namespace, test) -> dict:
+    """evaluate --protocol episode-cluster: each episode's N x K items grouped into N clusters, no label shown."""
+    import time
+
+    import torch
+
+    from selfmeta.data.episodes import EpisodeSpec
+    from selfmeta.engine.model import check_compatible, load_backbone, load_learner
+    from selfmeta.evaluation.episode_cluster import (
+        kmeans_episodes, learner_cluster_episodes, score_clusters, summarize_scores,
+    )
+    from selfmeta.evaluation.fewshot import fewshot_episodes
+
+    how = {"prototype": "k-means", "cosine": "k-means on normalized features", "balanced": "balanced k-means"}
+    if args.adapt not in (*how, "finetune"):
+        raise SelfmetaError(f"--protocol episode-cluster takes --adapt prototype (k-means on the features), cosine "
+                            f"(k-means on normalized features), balanced (equal-size clusters) or finetune (the "
+                            f"run's own clustering), not {args.adapt!r}")
+    if args.queries is not None:
+        raise SelfmetaError("--protocol episode-cluster clusters --shots items per class and has no queries")
+    spec = EpisodeSpec(args.ways or 5, args.shots or 5, 0)
+    start = time.perf_counter()
+    episodes = fewshot_episodes(test.require_labels(), spec, args.episodes)     # (E, N, K)
+    _, description = load_backbone(args.run_dir)
+    test = check_compatible(description, test)
+    if args.adapt == "finetune":
+        learner = load_learner(args.run_dir, test)
+        if learner is None or not hasattr(learner, "cluster_items"):
+            raise SelfmetaError(f"--adapt finetune uses the run's own clustering, and {args.run_dir} has none (a "
+                                "metacluster run does); --adapt prototype clusters its features with k-means")
+
+        def items(index):
+            return test.spec.to_model(test.take(index), "cpu")
+
+        clusters = learner_cluster_episodes(learner.cluster_items, items, episodes)
+        how = f"{description['method']} clustering"
+    else:
+        features = torch.from_numpy(_features(args.run_dir, test))
+        clusters = kmeans_episodes(features, episodes, args.adapt)
+        how = how[args.adapt]
+    return {"protocol": "episode-cluster", "ways": spec.ways, "shots": spec.shots, "episodes": args.episodes,
+            "adapt": args.adapt, "clustering": how, **summarize_scores(score_clusters(clusters, spec.ways)),
             "seconds": round(time.perf_counter() - start, 2)}
 
 
@@ -630,7 +681,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from selfmeta.files import atomic_write
     from selfmeta.evaluation import ADAPT_PROTOCOLS, PROTOCOLS, run_protocol
 
-    protocols = (*PROTOCOLS, "fewshot", "anomaly", *ADAPT_PROTOCOLS, "ranking", "coldstart", "quality")
+    protocols = (*PROTOCOLS, "fewshot", "episode-cluster", "anomaly", *ADAPT_PROTOCOLS, "ranking", "coldstart",
+                 "quality")
     if args.protocol not in protocols:
         raise SelfmetaError(f"unknown protocol {args.protocol!r}; valid: {', '.join(protocols)}")
     if args.protocol != "anomaly" and (args.normal_class or args.detector) or args.overrides and args.protocol not in (
@@ -651,6 +703,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     test = _load(args)
     if args.protocol == "fewshot":
         result = _fewshot(args, test)
+    elif args.protocol == "episode-cluster":
+        result = _episode_cluster(args, test)
     elif args.protocol == "anomaly":
         result = _anomaly(args, test)
     elif args.protocol == "ranking":
@@ -981,7 +1035,8 @@ def cmd_list(args: argparse.Namespace) -> None:
     for name in TASKS:
         cls = TASKS.get(name)
         entry(name, cls.description, describe_options(cls, TASK_ARGS), cls.paper)
-    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "anomaly", "tip", "finetune", "ranking", "coldstart")))
+    print("evaluation protocols:\n  " + ", ".join((*PROTOCOLS, "fewshot", "episode-cluster", "anomaly", "tip",
+                                              "finetune", "ranking", "coldstart")))
     print("few-shot adaptations (--adapt):\n  " + ", ".join(ADAPTATIONS))
     print("anomaly detectors on items (evaluate --protocol anomaly, detect; NAME=VALUE; the threshold takes "
           f"{', '.join(ESTIMATOR_OPTIONS)}):")

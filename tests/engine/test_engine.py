@@ -365,6 +365,22 @@ def test_training_lowers_the_loss(digits):
     assert last < first - 0.5, (first, last)
 
 
+def test_gradients_are_clipped_at_grad_clip_and_leo_prefers_it(digits):
+    norms = {}
+
+    def monitor(step, elapsed, method):  # after the step: the gradients it took are still there
+        grads = [p.grad for p in method.parameters() if p.grad is not None]
+        norms[step] = float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])))
+        return False
+
+    for clip in (None, 1e-3):
+        norms.clear()
+        train(small_config(steps=2, grad_clip=clip), digits, progress=False, monitor=monitor)
+        assert (max(norms.values()) <= 1e-3 * 1.0001) == (clip is not None), norms
+    assert TrainConfig(method="leo", tasks="labels", steps=1).resolved(100).grad_clip == 0.1
+    assert TrainConfig(method="leo", tasks="labels", steps=1, grad_clip=0).resolved(100).grad_clip == 0
+
+
 @pytest.mark.slow
 def test_time_budget_stops_and_saves(digits, tmp_path):
     run = tmp_path / "run"

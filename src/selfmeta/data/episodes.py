@@ -26,13 +26,13 @@ from selfmeta.errors import SelfmetaError
 class EpisodeSpec:
     ways: int     # N classes per episode
     shots: int    # K support items per class
-    queries: int  # Q query items per class
+    queries: int  # Q query items per class (0: an episode of items to cluster, see evaluation.episode_cluster)
 
     def __post_init__(self) -> None:
-        for name in ("ways", "shots", "queries"):
+        for name, least in (("ways", 1), ("shots", 1), ("queries", 0)):  # no queries: items to cluster
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise SelfmetaError(f"{name} must be an integer >= 1, got {value!r}")
+            if not isinstance(value, int) or value < least:
+                raise SelfmetaError(f"{name} must be an integer >= {least}, got {value!r}")
         if self.ways < 2:
             raise SelfmetaError(f"an episode needs at least 2 ways, got {self.ways}")
 

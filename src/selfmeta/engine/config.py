@@ -42,6 +42,9 @@ class TrainConfig:
     lr: float | None = None          # None: 2e-3 * batch/256 for adamw, 0.3 * batch/256 for lars
     weight_decay: float | None = None  # None: 1e-4 for adamw, 1e-6 for lars
     warmup: float = 0.05             # fraction of training spent in linear warm-up before the cosine decay
+    # The gradients' global norm is clipped at this value before each step. None: the method's preference
+    # (LEO's code clips at 0.1: its second-order inner loop has gradient spikes), else no clipping; 0: none.
+    grad_clip: float | None = None
     seed: int = 0
     device: str = "auto"             # auto | cpu | cuda
     # auto: bf16 autocast where the hardware computes bf16 natively (AVX-512 BF16 or AMX CPUs, bf16 GPUs),
@@ -77,6 +80,8 @@ class TrainConfig:
                      "(lars), 1e-3 for meta-learning", gt=0),
         "weight_decay": Option("null: 1e-4 (adamw), 1e-6 (lars)", ge=0),
         "warmup": Option("fraction of training in linear warm-up before the cosine decay", ge=0, lt=1),
+        "grad_clip": Option("clip the gradients' global norm at this value; null: the method's (leo 0.1), else "
+                            "none; 0: none", ge=0),
         "seed": Option("seeds weights, batches, views and episodes", ge=0),
         "device": Option("auto takes a CUDA GPU when there is one", choices=("auto", "cpu", "cuda")),
         "precision": Option("auto: bf16 autocast where the CPU or GPU has native bf16, else fp32",
@@ -161,6 +166,8 @@ class TrainConfig:
             changes["batch_size"] = max(2, min(preferred.get("batch_size", DEFAULT_BATCH), items // world))
         if self.lr is None and "lr" in preferred:
             changes["lr"] = preferred["lr"]
+        if self.grad_clip is None and "grad_clip" in preferred:
+            changes["grad_clip"] = preferred["grad_clip"]
         return replace(self, **changes) if changes else self
 
     @property

@@ -405,6 +405,8 @@ def _train(
                                     "Try a lower lr or fp32")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             step += 1
             method.on_step_end(progress_frac)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad_and_value, vmap
 
 from selfmeta.data.episodes import EpisodeSpec
 from selfmeta.modalities.base import Views
@@ -77,21 +77,41 @@ class MAML(MetaLearner):
         features = functional_call(self.backbone, {**body, **dict(self.backbone.named_buffers())}, (x,))
         return features.to(fast[HEAD_W].dtype) @ fast[HEAD_W].T + fast[HEAD_B]
 
+    def adapts(self, name: str) -> bool:
+        """Whether the inner loop updates fast weight ``name`` (MAML: all of them); the others stay fixed."""
+        return True
+
+    def init_head(self, ways: int, like: torch.Tensor) -> Weights:
+        """A task's initial head, N x F weights and N biases: zeros here (see the module docstring)."""
+        return {HEAD_W: like.new_zeros(ways, self.backbone.num_features), HEAD_B: like.new_zeros(ways)}
+
+    def init_state(self, fast: Weights) -> object:
+        """The inner optimizer's state before the first step, for the adapted weights ``fast`` (SGD: none)."""
+        return None
+
+    def update(self, fast: Weights, grads: Weights, loss: torch.Tensor, state: object,
+               first_order: bool) -> tuple[Weights, object]:
+        """One inner step from the support loss and its gradients: SGD, w - alpha * g (g a constant when
+        ``first_order``). Returns the new fast weights and optimizer state."""
+        step = {k: grads[k].detach() if first_order else grads[k] for k in fast}
+        return {k: w - self.step_size(k) * step[k] for k, w in fast.items()}, state
+
     def adapt(self, params: Weights, support: torch.Tensor, support_y: torch.Tensor, ways: int, steps: int,
               first_order: bool) -> Weights:
-        """One task's fast weights after ``steps`` SGD steps on its support (S, ...) from ``params`` + a zero head."""
-        ref = next(iter(params.values()))
-        fast = dict(params)
-        fast[HEAD_W] = ref.new_zeros(ways, self.backbone.num_features)
-        fast[HEAD_B] = ref.new_zeros(ways)
+        """One task's fast weights after ``steps`` inner steps (``update``) on its support (S, ...), from
+        ``params`` and the initial head."""
+        fast = {**params, **self.init_head(ways, next(iter(params.values())))}
+        fixed = {k: w for k, w in fast.items() if not self.adapts(k)}
+        moving = {k: w for k, w in fast.items() if self.adapts(k)}  # differentiate these only
+        state = self.init_state(moving)
 
         def support_loss(weights: Weights) -> torch.Tensor:
-            return F.cross_entropy(self.task_logits(weights, support), support_y)
+            return F.cross_entropy(self.task_logits({**fixed, **weights}, support), support_y)
 
         for _ in range(steps):
-            grads = grad(support_loss)(fast)
-            fast = {k: w - self.step_size(k) * (grads[k].detach() if first_order else grads[k]) for k, w in fast.items()}
-        return fast
+            grads, loss = grad_and_value(support_loss)(moving)
+            moving, state = self.update(moving, grads, loss, state, first_order)
+        return {**fixed, **moving}
 
     def query_logits(self, support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, steps: int,
                      first_order: bool) -> torch.Tensor:

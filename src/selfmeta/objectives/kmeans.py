@@ -8,6 +8,7 @@ and a seed: no process groups and no device choice inside (the computation runs 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -150,3 +151,111 @@ def kmeans(
         previous = labels
     labels, dist = assign(x, centroids, chunk)
     return KMeansResult(centroids, labels, float(dist.double().sum()), reseeded, done)
+
+
+# --- many small problems at once: one k-means per few-shot episode ------------------------------------------
+
+def batched_squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """(B, n, d), (B, k, d) -> (B, n, k) squared Euclidean distances, clamped at 0 against rounding."""
+    return (x.pow(2).sum(-1, keepdim=True) - 2 * x @ centroids.transpose(1, 2)
+            + centroids.pow(2).sum(-1).unsqueeze(1)).clamp_min(0)
+
+
+def batched_kmeans_plus_plus(x: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """k-means++ seeding of B problems at once: (B, n, d) -> (B, k) indices of the items chosen as the
+    initial centroids. One step per centroid, each a batched draw (``torch.multinomial`` over the rows of
+    (B, n) squared distances to the nearest centroid so far); ``generator`` lives on x's device."""
+    b, n, _ = x.shape
+    rows = torch.arange(b, device=x.device)
+    picks = [torch.randint(n, (b,), generator=generator, device=x.device)]       # list of (B,)
+    closest = (x - x[rows, picks[0]].unsqueeze(1)).pow(2).sum(-1)                # (B, n)
+    for _ in range(1, k):
+        weights = closest.double()
+        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, torch.ones_like(weights))  # all covered
+        picks.append(torch.multinomial(weights, 1, generator=generator).squeeze(1))
+        closest = torch.minimum(closest, (x - x[rows, picks[-1]].unsqueeze(1)).pow(2).sum(-1))
+    return torch.stack(picks, 1)
+
+
+def gather_items(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """(B, n, d) items, (B, k) indices -> (B, k, d) the chosen items (differentiable in x)."""
+    return torch.gather(x, 1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def batched_kmeans(x: torch.Tensor, k: int, restarts: int = 10, iters: int = 50, seed: int = 0) -> torch.Tensor:
+    """Lloyd's k-means of E small problems at once (one per episode): (E, n, d) -> (E, n) labels in [0, k).
+
+    As scikit-learn's ``KMeans(k, n_init=restarts)``: each problem is solved from ``restarts`` k-means++
+    seedings and the solution with the lowest inertia is kept. All E * restarts problems iterate together as
+    (B, n, k) tensor operations; a cluster left empty keeps its previous centroid. ``iters`` Lloyd steps are
+    always run (on a few dozen points they converge in well under 50, and a converged step changes nothing).
+    """
+    e, n, d = x.shape
+    if not 1 <= k <= n:
+        raise ValueError(f"kmeans needs 1 <= k <= n, got k={k} for n={n}")
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    xs = x.repeat_interleave(restarts, 0)                                       # (B, n, d), B = E * restarts
+    centroids = gather_items(xs, batched_kmeans_plus_plus(xs, k, generator))    # (B, k, d)
+    for _ in range(iters):
+        labels = batched_squared_distances(xs, centroids).argmin(-1)            # (B, n)
+        onehot = torch.nn.functional.one_hot(labels, k).to(xs.dtype)            # (B, n, k)
+        sizes = onehot.sum(1)                                                   # (B, k)
+        sums = onehot.transpose(1, 2) @ xs                                      # (B, k, d)
+        centroids = torch.where(sizes.unsqueeze(-1) > 0, sums / sizes.clamp_min(1).unsqueeze(-1), centroids)
+    dist = batched_squared_distances(xs, centroids)                             # (B, n, k)
+    inertia, labels = dist.min(-1)                                              # (B, n)
+    best = inertia.sum(1).view(e, restarts).argmin(1)                           # (E,)
+    return labels.view(e, restarts, n)[torch.arange(e, device=x.device), best]
+
+
+def soft_kmeans(x: torch.Tensor, centroids: torch.Tensor, iters: int, temperature: torch.Tensor | float,
+                balanced: bool = False, sinkhorn_iters: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable k-means of B problems from initial centroids: (B, n, d), (B, k, d) -> assignments
+    (B, n, k) (rows sum to 1) and the final centroids (B, k, d).
+
+    Each of the ``iters`` steps assigns softly, a_ij = softmax_j(-|x_i - c_j|^2 / temperature), and moves
+    every centroid to the a-weighted mean of the points; the gradient flows through every step into ``x``
+    and ``temperature`` (the base learner of meta-learned clustering: Centroid Networks, Huang et al. 2019).
+    With ``balanced`` the assignment of each step is the entropic optimal transport of the points to k
+    clusters of equal size (log-domain Sinkhorn-Knopp, ``sinkhorn_iters`` row and column updates), the prior
+    that a few-shot episode's classes are equally large. The assignments returned are those of the last
+    step's centroids.
+    """
+    b, n, _ = x.shape
+    k = centroids.shape[1]
+
+    def assignments(c: torch.Tensor) -> torch.Tensor:
+        logits = -batched_squared_distances(x, c) / temperature                  # (B, n, k)
+        if not balanced:
+            return logits.softmax(-1)
+        u = torch.zeros(b, n, 1, dtype=logits.dtype, device=x.device)            # log row scalings
+        for _ in range(sinkhorn_iters):
+            v = math.log(n / k) - torch.logsumexp(logits + u, dim=1, keepdim=True)  # columns sum to n / k
+            u = -torch.logsumexp(logits + v, dim=2, keepdim=True)                   # rows sum to 1
+        return (logits + u + v).exp()
+
+    for _ in range(iters):
+        a = assignments(centroids)
+        centroids = a.transpose(1, 2) @ x / a.sum(1).unsqueeze(-1).clamp_min(1e-8)  # (B, k, d)
+    return assignments(centroids), centroids
+
+
+def seeded_soft_kmeans(features: torch.Tensor, k: int, iters: int, temperature: torch.Tensor | float,
+                       generator: torch.Generator, restarts: int = 1, balanced: bool = True) -> torch.Tensor:
+    """Soft k-means of B problems from ``restarts`` k-means++ seedings each: (B, n, d) -> soft assignments
+    (B, n, k) of the seeding whose final objective sum_ij a_ij |x_i - c_j|^2 is lowest (differentiable in
+    ``features`` and ``temperature`` through the kept seeding).
+
+    ``temperature`` is relative to each problem's spread, its mean squared distance to its mean, so that the
+    softness does not depend on the scale of the features. The seeds are items picked by k-means++ on the CPU
+    (where ``generator`` lives), then taken from ``features`` with their gradient.
+    """
+    b, n, _ = features.shape
+    x = features.repeat_interleave(restarts, 0)                                  # (B*R, n, d)
+    seeds = gather_items(x, batched_kmeans_plus_plus(x.detach().cpu(), k, generator).to(x.device))
+    spread = (x - x.mean(1, keepdim=True)).pow(2).sum(-1).mean(1).detach().clamp_min(1e-8)  # (B*R,)
+    a, c = soft_kmeans(x, seeds, iters, temperature * spread.view(-1, 1, 1), balanced)
+    if restarts == 1:
+        return a
+    objective = (a * batched_squared_distances(x, c)).sum((1, 2)).view(b, restarts)
+    return a.view(b, restarts, n, k)[torch.arange(b, device=a.device), objective.argmin(1)]
