@@ -6,7 +6,8 @@
 # (--adapt finetune) and with prototypes on its frozen features, 5-way 1-shot and 5-shot, 2000 episodes. The
 # baselines for few-shot clustering (protonet-umtra, simclr) are trained the same way. Every run is scored by
 # --protocol episode-cluster (5-way and 20-way, 5 items per class): k-means on its features and on its
-# normalized features, and a metacluster run by its own clustering too.
+# normalized features; metacluster-umtra and its baselines (protonet-umtra, simclr) also by balanced k-means,
+# and a metacluster run by its own clustering too.
 #   CORE=0 BUDGET=600 bash benchmarks/omniglot_families.sh OUT_DIR memory-sup leo-umtra ... simclr
 #   python benchmarks/families_table.py OUT_DIR/*/
 # A run whose log says it finished is not trained again, only scored.
@@ -47,7 +48,8 @@ for r in "$@"; do
   done
   for ways in 5 20; do
     adapts="prototype cosine"
-    [ "$method" = metacluster ] && adapts="finetune prototype cosine"
+    case $r in protonet-umtra|metacluster-umtra|simclr) adapts="prototype cosine balanced" ;; esac
+    [ "$method" = metacluster ] && adapts="finetune $adapts"
     for adapt in $adapts; do
       taskset -c "$core" selfmeta evaluate "$out/$r" --data $omni --split test --protocol episode-cluster \
           --ways $ways --shots 5 --episodes 2000 --adapt $adapt | tail -1 > "$out/$r/cluster-${ways}w5s-$adapt.json"
