@@ -335,7 +335,7 @@ def test_list_shows_the_detectors(capsys):
     for name in stream_detectors():
         assert f"  {name} " in stream
     assert "window=6400  (an integer > 1)" in stream and "flags from 1" in stream
-    assert "fewshot, anomaly" in out
+    assert "fewshot, episode-cluster, anomaly" in out
 
 
 def test_memory_detector_checks_its_encoder_against_the_series(series_run):

@@ -69,6 +69,7 @@ def test_clear_errors():
         EpisodeSampler(y, EpisodeSpec(5, 1, 1))
     with pytest.raises(SelfmetaError, match="need labels"):
         EpisodeSampler(None, EpisodeSpec(2, 1, 1))
-    for bad in ({"ways": 1}, {"shots": 0}, {"queries": 0}):
+    for bad in ({"ways": 1}, {"shots": 0}, {"queries": -1}):
         with pytest.raises(SelfmetaError, match=next(iter(bad))):
             EpisodeSpec(**{"ways": 5, "shots": 1, "queries": 1, **bad})
+    assert EpisodeSpec(5, 2, 0).size == 10  # no queries: an episode of items to cluster

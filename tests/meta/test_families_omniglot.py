@@ -1,4 +1,4 @@
-"""A short Omniglot run of each meta-learning family beyond ProtoNet and MAML: trained in-process for a few
+"""A short Omniglot run of ProtoNet and of each meta-learning family beyond the metric and MAML ones: trained in-process for a few
 dozen 5-way 1-shot steps on the train characters, each learner's own adaptation is well above chance on
 the test characters. Skips where ../shared/data/omniglot is absent."""
 
@@ -15,7 +15,7 @@ from selfmeta.engine.trainer import train
 from selfmeta.evaluation.fewshot import fewshot_episodes, learner_episode_accuracy
 
 pytestmark = pytest.mark.slow
-STEPS, THRESHOLD = 60, 0.5   # 5-way 1-shot, chance 0.2; after 60 steps 0.64 (hypernet) to 0.82 (memory)
+STEPS, THRESHOLD = 40, 0.4   # 5-way 1-shot, chance 0.2; after 30 steps 0.49 (hypernet) to 0.76 (memory)
 
 
 @pytest.fixture(scope="module")
@@ -24,14 +24,14 @@ def omniglot():
     return load_data(str(path), "train"), load_data(str(path), "test")
 
 
-@pytest.mark.parametrize("name", ["memory", "hypernet", "leo", "lstm", "metacluster"])
+@pytest.mark.parametrize("name", ["protonet", "memory", "hypernet", "leo", "lstm", "metacluster"])
 def test_a_short_omniglot_run_is_far_above_chance(omniglot, name):
     train_data, test = omniglot
     torch.manual_seed(0)
     cfg = TrainConfig(method=name, tasks="labels", ways=5, shots=1, queries=5, tasks_per_step=4, steps=STEPS, quality_every=0,
                       seed=0)
     learner = train(cfg, train_data, progress=False).method.eval()
-    episodes = fewshot_episodes(test.require_labels(), EpisodeSpec(5, 1, 5), 100)
+    episodes = fewshot_episodes(test.require_labels(), EpisodeSpec(5, 1, 5), 60)
     accuracy = learner_episode_accuracy(learner.adapt_predict, lambda i: test.spec.to_model(test.take(i), "cpu"),
                                         episodes, shots=1)
     assert float(accuracy.mean()) > THRESHOLD, name
