@@ -8,7 +8,7 @@ import re
 import pytest
 from test_cli import assert_user_error, one_json, run_selfmeta
 
-from selfmeta.cli import build_parser, cmd_evaluate
+from selfmeta.cli import build_parser, cmd_evaluate, main
 from selfmeta.errors import SelfmetaError
 
 
@@ -100,7 +100,7 @@ def test_tasks_without_labels_say_the_labels_are_ignored(tmp_path):
                       "unknown task constructor 'nope'")
 
 
-def test_episode_cluster_scores_any_run_and_a_metacluster_run_by_its_own_clustering(tmp_path, protonet_run):
+def test_episode_cluster_scores_any_run_and_a_metacluster_run_by_its_own_clustering(tmp_path, protonet_run, capsys):
     cwd, _, run = protonet_run
     base = ["evaluate", "run", "--data", "digits", "--protocol", "episode-cluster", "--ways", "5", "--shots", "5",
             "--episodes", "100"]
@@ -112,8 +112,10 @@ def test_episode_cluster_scores_any_run_and_a_metacluster_run_by_its_own_cluster
                            (["--protocol", "fewshot", "--queries", "0"], "queries must be an integer >= 1, got 0")):
         with pytest.raises(SelfmetaError, match=re.escape(fragment)):  # in-process: no start-up per case
             cmd_evaluate(build_parser().parse_args([*base[:1], str(run), *base[2:], *args]))
-    proc = run_selfmeta(tmp_path, "metatrain", "--data", "digits", "--method", "metacluster", "--queries", "3",
-                        "--steps", "3", "--tasks-per-step", "2", "--out", "run", "--no-progress")
-    assert proc.returncode == 0, proc.stderr
-    result = one_json(run_selfmeta(tmp_path, *base, "--adapt", "finetune").stdout)
+    # a metacluster run, trained and scored in-process (the commands above ran as a user types them)
+    assert main(["metatrain", "--data", "digits", "--method", "metacluster", "--queries", "3", "--steps", "3",
+                 "--tasks-per-step", "2", "--out", str(tmp_path / "mc"), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([*base[:1], str(tmp_path / "mc"), *base[2:], "--adapt", "finetune"]) == 0
+    result = one_json(capsys.readouterr().out)
     assert result["clustering"] == "metacluster clustering" and 0.2 < result["accuracy"] <= 1
